@@ -1,0 +1,34 @@
+# make run   - serve the app with gunicorn on 127.0.0.1:$(PORT)
+# make test  - run the test suite (browser tests too when Chromium is installed)
+# Both create .venv and install the pinned requirements the first time, and
+# again only when a requirements file changes (the stamp files below).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+export PORT
+
+.PHONY: run test train benchmark export clean
+
+$(VENV)/.stamp-app: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-app requirements-test.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-test.txt
+	touch $@
+
+run: $(VENV)/.stamp-app
+	$(BIN)/gunicorn --config gunicorn.conf.py "app:create_app()"
+
+test: $(VENV)/.stamp-test
+	$(BIN)/python -m pytest
+
+train: $(VENV)/.stamp-app
+	$(BIN)/python train_mnist.py --arch dense $(TRAIN_ARGS)
+	$(BIN)/python train_mnist.py --arch cnn $(TRAIN_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,61 @@
+"""Shared fixtures. Models load once per test session; each test gets a fresh app
+with its own temporary upload folder. Nothing here touches the network."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(ROOT))  # train_mnist.py lives at the top level
+
+from app import create_app  # noqa: E402
+from app.models import ModelRegistry  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist_sample():
+    """500 real MNIST test digits and their labels, from the committed fixture."""
+    from train_mnist import load_mnist_idx
+
+    _, (images, labels) = load_mnist_idx(FIXTURES / "mnist")
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def missing_weights(tmp_path_factory):
+    """A weights path that does not exist: Xception answers 503, never downloads."""
+    return str(tmp_path_factory.mktemp("no-weights") / "xception.weights.h5")
+
+
+@pytest.fixture(scope="session")
+def registry(missing_weights):
+    """The shipped digit models, loaded once for the whole session."""
+    return ModelRegistry(ROOT / "models", xception_weights=missing_weights)
+
+
+@pytest.fixture
+def app(tmp_path, registry, missing_weights):
+    app = create_app({
+        "TESTING": True,
+        "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        "XCEPTION_WEIGHTS": missing_weights,
+        "UPLOAD_PRUNE_EVERY": 1,
+    })
+    app.extensions["models"] = registry  # share the loaded models across tests
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def uploads(app):
+    """The stored uploads of this test's app, by name."""
+    def stored():
+        folder = Path(app.config["UPLOAD_FOLDER"])
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return stored

@@ -1,0 +1,21 @@
+"""Small helpers shared by the test modules."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def encode(image, format="PNG", **options):
+    """A PIL image or uint8 array -> file bytes."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format, **options)
+    return buffer.getvalue()
+
+
+def post_file(client, url, data, filename="digit.png", **fields):
+    """POST `data` as the multipart field `file`."""
+    return client.post(url, data={"file": (io.BytesIO(data), filename), **fields},
+                       content_type="multipart/form-data")
