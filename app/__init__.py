@@ -1,0 +1,58 @@
+"""Digit and image recognition: a Flask app around the lesson's MNIST models and Xception.
+
+    flask --app app run          # development
+    make run                     # production (gunicorn), see gunicorn.conf.py
+"""
+
+import os
+from pathlib import Path
+
+from flask import Flask
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Settings a deployment may change through environment variables, with their types.
+ENVIRONMENT_SETTINGS = {
+    "UPLOAD_FOLDER": str,
+    "MODELS_FOLDER": str,
+    "XCEPTION_WEIGHTS": str,
+    "XCEPTION_EAGER": lambda value: value.lower() in ("1", "true", "yes"),
+    "MAX_CONTENT_LENGTH": int,
+    "MAX_IMAGE_PIXELS": int,
+    "UPLOAD_MAX_FILES": int,
+    "UPLOAD_MAX_BYTES": int,
+}
+
+
+def create_app(test_config=None):
+    """Build the app: defaults, then environment variables, then `test_config`."""
+    app = Flask(__name__)
+    app.config.from_mapping(
+        UPLOAD_FOLDER=str(PROJECT_ROOT / "uploads"),
+        MODELS_FOLDER=str(PROJECT_ROOT / "models"),
+        XCEPTION_WEIGHTS="imagenet",  # Keras downloads and caches them; or a local file
+        XCEPTION_EAGER=False,  # 88 MB of weights: load on first use unless asked
+        MAX_CONTENT_LENGTH=10 * 1024 * 1024,  # a phone photo, with room to spare
+        MAX_FORM_MEMORY_SIZE=64 * 1024,  # the non-file fields are a few short words
+        MAX_FORM_PARTS=16,
+        MAX_IMAGE_PIXELS=40_000_000,
+        UPLOAD_MAX_FILES=1000,  # past either cap, the oldest uploads are deleted
+        UPLOAD_MAX_BYTES=500 * 1024 * 1024,
+        UPLOAD_PRUNE_EVERY=20,
+    )
+    for key, convert in ENVIRONMENT_SETTINGS.items():
+        if key in os.environ:
+            app.config[key] = convert(os.environ[key])
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+
+    from .models import ModelRegistry
+
+    app.extensions["models"] = ModelRegistry(app.config["MODELS_FOLDER"], app.config["XCEPTION_WEIGHTS"])
+
+    from . import api, errors, pages
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    errors.init_app(app)
+    return app

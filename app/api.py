@@ -1,0 +1,41 @@
+"""The JSON API: digits, Xception, health."""
+
+from flask import Blueprint, jsonify, request
+
+from .recognition import checked_model_name, digit_from, digit_probabilities, load_note, registry, xception_top5
+from .uploads import read_upload, store_upload
+
+bp = Blueprint("api", __name__)
+
+
+@bp.post("/api/predict/mnist")
+def predict_mnist():
+    """Recognise the handwritten digit in the uploaded image."""
+    model_name = checked_model_name(request.values.get("model", "dense"))
+    upload = read_upload()
+    probabilities = digit_probabilities(digit_from(upload), model_name)
+    return jsonify(
+        model=model_name,
+        prediction=int(probabilities.argmax()),
+        confidence=float(probabilities.max()),
+        probabilities=[float(p) for p in probabilities],
+        upload=store_upload(upload),
+    )
+
+
+@bp.post("/api/predict/xception")
+def predict_xception():
+    """Label the uploaded photo with Xception's top-5 ImageNet classes."""
+    upload = read_upload()
+    predictions, load_seconds = xception_top5(upload)
+    answer = {"model": "xception", "predictions": predictions, "upload": store_upload(upload)}
+    note = load_note(load_seconds)
+    if note:
+        answer["note"] = note
+    return jsonify(answer)
+
+
+@bp.get("/health")
+def health():
+    """The state of each model; always 200 while the server answers."""
+    return jsonify(status="ok", models=registry().health())

@@ -1,0 +1,60 @@
+"""Every error becomes a message a person understands: JSON for the API, a page otherwise."""
+
+from flask import jsonify, make_response, render_template, request
+from werkzeug.exceptions import HTTPException
+
+JSON_PREFIXES = ("/api/", "/health", "/v1/")
+
+FRIENDLY = {
+    404: "there is nothing at this address",
+    405: "this address does not accept that method",
+    413: "the upload is too large",
+    500: "something went wrong on the server; the error has been logged",
+}
+
+
+def wants_json():
+    return request.path.startswith(JSON_PREFIXES) or (
+        request.accept_mimetypes.best == "application/json"
+    )
+
+
+def error_message(error):
+    if error.code == 413:
+        limit = request.max_content_length
+        return f"the upload is too large: the limit is {limit / 1024 / 1024:.0f} MB" if limit else FRIENDLY[413]
+    if error.code == 405:
+        allowed = ", ".join(sorted(set(error.valid_methods or ()) - {"HEAD", "OPTIONS"}))
+        return f"{FRIENDLY[405]}; use {allowed}" if allowed else FRIENDLY[405]
+    if error.description and error.description != type(error).description:
+        return error.description  # a message we wrote with abort(..., description=...)
+    return FRIENDLY.get(error.code, error.name.lower())
+
+
+def handle_http_error(error):
+    """Any HTTP error, ours or Werkzeug's, as {"error": ...} or as a page."""
+    message = error_message(error)
+    if wants_json():
+        response = jsonify(error=message)
+    else:
+        response = make_response(render_template("error.html", message=message, status=error.code))
+    response.status_code = error.code
+    if error.code == 405 and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+def add_security_headers(response):
+    """No sniffing, no framing, scripts and styles from this site only."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+    )
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def init_app(app):
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.after_request(add_security_headers)

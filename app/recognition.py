@@ -1,0 +1,55 @@
+"""From an accepted upload to an answer: shared by the pages and the JSON API.
+
+Route -> read_upload -> prepare_image -> model -> JSON or template.
+"""
+
+from flask import abort, current_app
+
+from .models import DIGIT_MODELS, SLOW_LOAD_SECONDS, ModelUnavailable, top_predictions
+from .preprocessing import NoDigitFound, prepare_image, prepare_xception_input
+from .uploads import reject
+
+
+def registry():
+    """The process's ModelRegistry (created by create_app, loads lazily)."""
+    return current_app.extensions["models"]
+
+
+def checked_model_name(name):
+    if name not in DIGIT_MODELS:
+        abort(400, description=f"unknown model {name!r}: use one of {', '.join(DIGIT_MODELS)}")
+    return name
+
+
+def digit_from(upload):
+    """The 28x28 digit the models will see; 400 when there is none."""
+    try:
+        return prepare_image(upload.image)
+    except NoDigitFound as exc:
+        reject(400, str(exc))
+
+
+def digit_probabilities(digit, model_name):
+    """The model's 10 probabilities for one prepared digit; 503 when it can't load."""
+    try:
+        model = registry().digit(model_name)
+    except ModelUnavailable as exc:
+        abort(503, description=str(exc))
+    return model(digit)[0]
+
+
+def xception_top5(upload):
+    """(top-5 ImageNet predictions, seconds spent loading Xception or None); 503 without weights."""
+    try:
+        model, load_seconds = registry().xception()
+    except ModelUnavailable as exc:
+        abort(503, description=str(exc))
+    probabilities = model(prepare_xception_input(upload.image))[0]
+    return top_predictions(probabilities, registry().imagenet_labels()), load_seconds
+
+
+def load_note(load_seconds):
+    """What to tell the user whose request had to wait for Xception to load."""
+    if load_seconds is None or load_seconds < SLOW_LOAD_SECONDS:
+        return None
+    return f"Xception's weights were loaded for this request ({load_seconds:.1f} s); later requests are faster"

@@ -1,0 +1,40 @@
+"""gunicorn settings for `make run`, sized for a 2-core machine.
+
+Each worker is its own process with its own copy of the models (TensorFlow is not
+fork-safe, so they load after the fork: no `preload_app`). Inside a worker, threads
+overlap the network and image decoding of several requests while model calls take
+turns under a lock, and TensorFlow spreads each call over all cores.
+
+Bigger machine: workers = number of cores / 2 (each worker's TensorFlow already
+uses several cores), threads 4-8, and about 0.6 GB of memory per worker with
+Xception loaded. See README "Scaling past one machine".
+"""
+
+import os
+
+bind = f"127.0.0.1:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Xception's first load (88 MB of weights, maybe a download) can take a while;
+# a request itself takes ~0.2 s.
+timeout = 120
+graceful_timeout = 30
+keepalive = 5
+# Request line and header limits: defaults are generous; uploads are capped by the
+# app's MAX_CONTENT_LENGTH, which answers 413.
+limit_request_line = 4094
+limit_request_fields = 50
+
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+capture_output = True  # the app's own log lines go to stdout too
+
+
+def post_worker_init(worker):
+    """Load and trace every model in this worker before it takes requests."""
+    app = worker.wsgi  # the Flask app created by "app:create_app()" in this worker
+    registry = app.extensions["models"]
+    registry.warm_up(xception=app.config["XCEPTION_EAGER"])
+    worker.log.info("worker %s: models warm: %s", worker.pid, registry.health())

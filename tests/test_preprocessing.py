@@ -1,0 +1,138 @@
+"""prepare_image and the Xception input: pure functions, tested on small arrays."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from app.preprocessing import NoDigitFound, prepare_image, prepare_xception_input
+from helpers import encode
+
+
+def stroke_digit(size=(60, 40), ink=0, paper=255):
+    """A '7'-like shape drawn with `ink` on `paper`, as a uint8 array."""
+    image = np.full(size, paper, dtype=np.uint8)
+    image[10:14, 8:32] = ink  # the bar
+    for row in range(14, 50):  # the diagonal
+        col = 30 - (row - 14) // 2
+        image[row, col - 2 : col + 2] = ink
+    return image
+
+
+def assert_mnist_like(digit):
+    assert digit.shape == (28, 28) and digit.dtype == np.float32
+    assert 0.0 <= digit.min() and digit.max() == pytest.approx(1.0)
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    assert max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == 20  # fitted into 20x20
+    # Centred by mass, unless that would push ink off the edge (a top-heavy 7 stops there).
+    cy, cx = ndimage.center_of_mass(digit)
+    assert abs(cy - 14) <= 0.5 or rows[0] == 0 or rows[-1] == 27
+    assert abs(cx - 14) <= 0.5 or cols[0] == 0 or cols[-1] == 27
+
+
+def test_dark_ink_on_paper_becomes_light_on_black():
+    digit = prepare_image(Image.fromarray(stroke_digit()))
+    assert_mnist_like(digit)
+    assert digit[0, 0] == 0.0  # the paper is gone
+
+
+def test_light_on_dark_gives_the_same_digit_as_dark_on_light():
+    dark_on_light = prepare_image(Image.fromarray(stroke_digit(ink=20, paper=230)))
+    light_on_dark = prepare_image(Image.fromarray(stroke_digit(ink=230, paper=20)))
+    np.testing.assert_allclose(dark_on_light, light_on_dark, atol=1e-6)
+
+
+def test_a_small_digit_far_off_centre_is_cropped_scaled_and_centred():
+    page = np.full((400, 300), 240, dtype=np.uint8)
+    page[20:80, 220:260] = stroke_digit(ink=30, paper=240)  # top right corner
+    digit = prepare_image(Image.fromarray(page))
+    assert_mnist_like(digit)
+    reference = prepare_image(Image.fromarray(stroke_digit(ink=30, paper=240)))
+    assert np.abs(digit - reference).mean() < 0.02
+
+
+def test_uneven_lighting_is_removed():
+    page = np.full((300, 300), 200.0)
+    page += np.linspace(-60, 50, 300)[None, :]  # a lamp on the right
+    page[100:160, 130:170] = np.minimum(page[100:160, 130:170], stroke_digit(paper=255))
+    digit = prepare_image(Image.fromarray(page.clip(0, 255).astype(np.uint8)))
+    assert_mnist_like(digit)
+    assert digit[:, :3].max() == 0.0 and digit[:, -3:].max() == 0.0
+
+
+def test_exif_orientation_is_applied():
+    upright = Image.fromarray(stroke_digit(ink=0, paper=255))
+    sideways = upright.transpose(Image.Transpose.ROTATE_270)  # stored turned clockwise ...
+    exif = Image.Exif()
+    exif[0x0112] = 8  # ... with EXIF orientation 8: "turn it back anticlockwise to view"
+    photo = prepare_image(Image.open(io.BytesIO(encode(sideways, "JPEG", quality=95, exif=exif))))
+
+    def similarity(a, b):  # blurred, so a one-pixel JPEG shift does not count
+        a, b = ndimage.gaussian_filter(a, 1.0).ravel(), ndimage.gaussian_filter(b, 1.0).ravel()
+        return np.corrcoef(a, b)[0, 1]
+
+    assert similarity(photo, prepare_image(upright)) > 0.8
+    assert similarity(photo, prepare_image(sideways)) < 0.5  # the check can tell
+
+
+def test_transparent_canvas_export_is_flattened_onto_white():
+    ink = stroke_digit(ink=255, paper=0)  # alpha: opaque strokes, transparent rest
+    rgba = np.zeros((*ink.shape, 4), dtype=np.uint8)  # black, even where transparent
+    rgba[..., 3] = ink
+    digit = prepare_image(Image.fromarray(rgba, mode="RGBA"))
+    expected = prepare_image(Image.fromarray(stroke_digit()))
+    np.testing.assert_allclose(digit, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("convert", [
+    pytest.param(lambda im: Image.fromarray(np.asarray(im).astype(np.uint16) * 257), id="16-bit"),
+    pytest.param(lambda im: im.convert("P"), id="palette"),
+    pytest.param(lambda im: im.convert("CMYK"), id="CMYK"),
+    pytest.param(lambda im: im.convert("1"), id="1-bit"),
+    pytest.param(lambda im: im.convert("LA"), id="grey+alpha"),
+    pytest.param(lambda im: Image.fromarray(np.asarray(im).astype(np.float32) / 255), id="float"),
+])
+def test_every_image_mode_gives_the_same_digit(convert):
+    gray = Image.fromarray(stroke_digit())
+    np.testing.assert_allclose(prepare_image(convert(gray)), prepare_image(gray), atol=1 / 255)
+
+
+def test_mnist_digits_pass_through_essentially_unchanged(mnist_sample):
+    images, _ = mnist_sample
+    differences = np.array([
+        np.abs(prepare_image(Image.fromarray(image)) - image / 255).mean() for image in images
+    ])
+    assert (differences < 1e-6).mean() > 0.85  # most are bit-for-bit identical
+    assert (differences < 1e-3).mean() > 0.95  # others lose a stray speck
+    assert (differences > 0.01).mean() < 0.01  # one in a few hundred moves by a pixel
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (np.full((100, 100), 255, np.uint8), "looks blank"),
+    (np.full((100, 100), 0, np.uint8), "looks blank"),
+    ((np.random.default_rng(0).random((100, 100)) * 12 + 120).astype(np.uint8), "looks blank"),
+    (np.zeros((1, 1), np.uint8), "too small"),
+    (np.zeros((5, 300), np.uint8), "too small"),
+])
+def test_pictures_without_a_digit_are_refused(image, message):
+    with pytest.raises(NoDigitFound, match=message):
+        prepare_image(Image.fromarray(image))
+
+
+def test_xception_input_is_rgb_299_scaled_by_its_own_preprocess_input():
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (299, 299, 3), dtype=np.uint8)
+    batch = prepare_xception_input(Image.fromarray(rgb))
+    assert batch.shape == (1, 299, 299, 3) and batch.dtype == np.float32
+    # Xception's preprocess_input is "tf" mode: x / 127.5 - 1, channels kept RGB.
+    np.testing.assert_allclose(batch[0], rgb / 127.5 - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
+def test_xception_input_from_any_mode_is_resized_rgb(mode):
+    image = Image.new("RGB", (640, 480), (200, 30, 10)).convert(mode)
+    batch = prepare_xception_input(image)
+    assert batch.shape == (1, 299, 299, 3)
+    assert -1.0 <= batch.min() and batch.max() <= 1.0
