@@ -38,3 +38,23 @@ def post_worker_init(worker):
     registry = app.extensions["models"]
     registry.warm_up(xception=app.config["XCEPTION_EAGER"])
     worker.log.info("worker %s: models warm: %s", worker.pid, registry.health())
+
+# Everything to stdout: gunicorn's own lines, the access log, and the app's
+# (rejected uploads with their reason, model loading) at INFO.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"},
+        "access": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"},
+        "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
+    },
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+    },
+}
