@@ -33,7 +33,9 @@ def create_app(test_config=None):
         XCEPTION_WEIGHTS="imagenet",  # Keras downloads and caches them; or a local file
         XCEPTION_EAGER=False,  # 88 MB of weights: load on first use unless asked
         MAX_CONTENT_LENGTH=10 * 1024 * 1024,  # a phone photo, with room to spare
-        MAX_FORM_MEMORY_SIZE=64 * 1024,  # the non-file fields are a few short words
+        # Text fields are a few short words, but Werkzeug also holds up to this much of
+        # a file part in memory while it looks for the boundary: 64 KB broke real JPEGs.
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
         MAX_FORM_PARTS=16,
         MAX_IMAGE_PIXELS=40_000_000,
         UPLOAD_MAX_FILES=1000,  # past either cap, the oldest uploads are deleted
@@ -50,9 +52,10 @@ def create_app(test_config=None):
 
     app.extensions["models"] = ModelRegistry(app.config["MODELS_FOLDER"], app.config["XCEPTION_WEIGHTS"])
 
-    from . import api, errors, pages
+    from . import api, errors, pages, serving
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(serving.bp)
     errors.init_app(app)
     return app

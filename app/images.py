@@ -6,6 +6,7 @@ well below Pillow's default, the decompression-bomb warning raised as an error,
 truncated files refused, and only the first frame of animations decoded.
 """
 
+import codecs
 import io
 import warnings
 
@@ -34,6 +35,20 @@ class ImageRejected(ValueError):
         self.status = status
 
 
+# The first bytes of each accepted format, to tell a broken image from a non-image.
+SIGNATURES = {
+    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+}
+
+
+def claimed_format(data):
+    """The accepted format that `data` starts like, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in SIGNATURES.items() if data.startswith(magic)), None)
+
+
 def describe_non_image(data):
     """A short guess at what a rejected file is, from its first bytes."""
     head = data[:512].lstrip().lower()
@@ -49,11 +64,22 @@ def describe_non_image(data):
         return "JPEG XL"
     if b"ftypheic" in data[:32] or b"ftypavif" in data[:32] or b"ftypmif1" in data[:32]:
         return "HEIC/AVIF"
+    return "text" if looks_like_text(data[:512]) else None
+
+
+# Bytes that text files do not contain: control characters other than tabs and line breaks.
+CONTROL_BYTES = frozenset(range(32)) - frozenset(b"\t\n\r\f") | {127}
+
+
+def looks_like_text(head):
+    """Valid UTF-8 without control bytes (so a file of zeros is not "text")."""
+    if CONTROL_BYTES.intersection(head):
+        return False
     try:
-        data[:512].decode("utf-8")
-        return "text"
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut off at the end is fine
     except UnicodeDecodeError:
-        return None
+        return False
+    return True
 
 
 def open_untrusted(data, max_pixels=DEFAULT_MAX_PIXELS):
@@ -66,6 +92,9 @@ def open_untrusted(data, max_pixels=DEFAULT_MAX_PIXELS):
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.UnidentifiedImageError:
+        claimed = claimed_format(data)
+        if claimed:
+            raise ImageRejected(f"the image is corrupt: it starts like a {claimed} but cannot be read") from None
         kind = describe_non_image(data)
         what = f"{kind} files are" if kind else "this file is"
         raise ImageRejected(
