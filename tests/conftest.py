@@ -1,17 +1,11 @@
 """Shared fixtures. Models load once per test session; each test gets a fresh app
 with its own temporary upload folder. Nothing here touches the network."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-sys.path.insert(0, str(ROOT))  # train_mnist.py lives at the top level
-
-from app import create_app  # noqa: E402
-from app.models import ModelRegistry  # noqa: E402
+from app import create_app
+from app.models import ModelRegistry
+from helpers import FIXTURES, ROOT
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
-from helpers import encode, post_file
+from helpers import FIXTURES, encode, post_file
 
 
 @pytest.mark.parametrize(("path", "texts"), [

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import train_mnist
-from conftest import FIXTURES, ROOT
+from helpers import FIXTURES, ROOT
 from train_mnist import DataError, load_mnist_idx, read_idx
 
 MNIST = FIXTURES / "mnist"

@@ -11,8 +11,7 @@ from PIL import Image
 
 from app.models import ModelRegistry, ModelUnavailable, load_imagenet_index, load_xception
 from app.preprocessing import prepare_xception_input
-from conftest import ROOT
-from helpers import encode, post_file
+from helpers import ROOT, encode, post_file
 
 pytestmark = pytest.mark.slow
 

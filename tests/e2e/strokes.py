@@ -1,0 +1,74 @@
+"""Digits drawn the way a person draws them, as pointer paths over the canvas.
+
+A digit is a list of strokes; a stroke is a list of waypoints in canvas units
+(0..1 across, 0..1 down). Between waypoints the pointer moves in small steps,
+as a hand does, so draw.js sees a stream of pointermove events.
+"""
+
+# One continuous stroke: a bar across the top, then a diagonal down to the left.
+SEVEN = [[(0.28, 0.24), (0.72, 0.24), (0.44, 0.80)]]
+# A plain upright stroke, leaning very slightly, as most people write a 1.
+ONE = [[(0.52, 0.18), (0.49, 0.82)]]
+# A 1 with a small flag at the top, drawn in one go.
+ONE_WITH_FLAG = [[(0.42, 0.28), (0.53, 0.18), (0.50, 0.82)]]
+
+STEP_PX = 4  # how far the pointer travels between two move events
+
+
+def to_page(box, point):
+    """Canvas units -> page coordinates, inside the element's bounding box."""
+    x, y = point
+    return box["x"] + x * box["width"], box["y"] + y * box["height"]
+
+
+def path(box, stroke):
+    """Every pointer position along a stroke, STEP_PX apart, in page coordinates."""
+    points = [to_page(box, p) for p in stroke]
+    positions = [points[0]]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        steps = max(1, round(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / STEP_PX))
+        positions += [(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps) for i in range(1, steps + 1)]
+    return positions
+
+
+def draw_with_mouse(page, canvas, digit):
+    """Press, drag along each stroke, release: the mouse as a pen."""
+    box = canvas.bounding_box()
+    for stroke in digit:
+        start, *rest = path(box, stroke)
+        page.mouse.move(*start)
+        page.mouse.down()
+        for position in rest:
+            page.mouse.move(*position)
+        page.mouse.up()
+
+
+def draw_with_finger(page, canvas, digit):
+    """The same strokes as touch events. Playwright's touchscreen only taps, so
+    the touches go through the DevTools protocol, as a phone's touchscreen would."""
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()  # viewport coordinates once in view
+    devtools = page.context.new_cdp_session(page)
+    try:
+        for stroke in digit:
+            start, *rest = path(box, stroke)
+            touch("touchStart", devtools, start)
+            for position in rest:
+                touch("touchMove", devtools, position)
+            devtools.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    finally:
+        devtools.detach()
+
+
+def touch(kind, devtools, position):
+    x, y = position
+    devtools.send("Input.dispatchTouchEvent",
+                  {"type": kind, "touchPoints": [{"x": x, "y": y, "radiusX": 4, "radiusY": 4, "force": 1}]})
+
+
+def canvas_is_blank(canvas):
+    """True when every pixel of the canvas is white."""
+    return canvas.evaluate("""canvas => {
+        const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        return pixels.every(value => value === 255);
+    }""")
