@@ -1,6 +1,8 @@
 """Every error becomes a message a person understands: JSON for the API, a page otherwise."""
 
-from flask import jsonify, make_response, render_template, request
+import logging
+
+from flask import current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 JSON_PREFIXES = ("/api/", "/health", "/v1/")
@@ -22,7 +24,9 @@ def wants_json():
 def error_message(error):
     if error.code == 413:
         limit = request.max_content_length
-        return f"the upload is too large: the limit is {limit / 1024 / 1024:.0f} MB" if limit else FRIENDLY[413]
+        if limit and (request.content_length is None or request.content_length > limit):
+            return f"the upload is too large: the limit is {limit / 1024 / 1024:.0f} MB"
+        return "the form is too large: too many parts, or a field that is too long"
     if error.code == 405:
         allowed = ", ".join(sorted(set(error.valid_methods or ()) - {"HEAD", "OPTIONS"}))
         return f"{FRIENDLY[405]}; use {allowed}" if allowed else FRIENDLY[405]
@@ -34,6 +38,10 @@ def error_message(error):
 def handle_http_error(error):
     """Any HTTP error, ours or Werkzeug's, as {"error": ...} or as a page."""
     message = error_message(error)
+    current_app.logger.log(
+        logging.WARNING if error.code >= 500 else logging.INFO,
+        "rejected %s %s: %s", request.method, request.path, message,
+    )
     if wants_json():
         response = jsonify(error=message)
     else:

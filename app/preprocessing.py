@@ -6,7 +6,7 @@ light ink on black, cropped to the ink, fitted into 20x20, centred by mass in 28
 """
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from scipy import ndimage
 
 MNIST_SIZE = 28
@@ -29,12 +29,35 @@ class NoDigitFound(ValueError):
     """The image decodes but holds nothing the models can read as a digit."""
 
 
-def upright_flat(image):
-    """Apply the EXIF orientation and drop alpha onto white; returns an 'L' or 'RGB' image.
+# EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose).
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+
+
+def upright(image, longest):
+    """The picture turned by its EXIF orientation, and first reduced by an integer
+    factor (a box filter) when it is over twice `longest`: before any colour
+    conversion, which would otherwise copy a 40-megapixel photo several times."""
+    orientation = image.getexif().get(0x0112, 1)
+    factor = max(image.size) // (2 * longest)
+    if factor >= 2 and image.mode != "P":  # palette indices can't be averaged
+        try:
+            image = image.reduce(factor)
+        except ValueError:  # Pillow can't reduce 1-bit or 16-bit images: take every n-th pixel
+            image = Image.fromarray(np.asarray(image)[::factor, ::factor])
+    transpose = UPRIGHT.get(orientation)
+    return image.transpose(transpose) if transpose else image
+
+
+def upright_flat(image, longest):
+    """Upright, alpha dropped onto white, and either 'L' or 'RGB'.
 
     Handles palette, CMYK, 16-bit and float images, so callers see only two modes.
     """
-    image = ImageOps.exif_transpose(image)
+    image = upright(image, longest)
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         # Deep images: stretch their own range to 8 bits; the scale is irrelevant.
         values = np.asarray(image, dtype=np.float32)
@@ -55,12 +78,12 @@ def upright_flat(image):
 
 def grayscale(image):
     """Any decoded image -> float32 array in [0, 1], upright, reduced to WORK_SIZE."""
-    image = upright_flat(image)
     if min(image.size) < MIN_SIZE:
         raise NoDigitFound(
             f"the image is too small ({image.size[0]}x{image.size[1]} pixels); "
             f"it needs at least {MIN_SIZE}x{MIN_SIZE}"
         )
+    image = upright_flat(image, WORK_SIZE)
     if max(image.size) > WORK_SIZE:
         image = image.copy()
         image.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)
@@ -195,6 +218,6 @@ def prepare_xception_input(image):
     """A decoded PIL image -> float32 (1, 299, 299, 3), as Xception was trained on."""
     from keras.applications.xception import preprocess_input
 
-    rgb = upright_flat(image).convert("RGB").resize(XCEPTION_SIZE, Image.Resampling.BILINEAR)
+    rgb = upright_flat(image, max(XCEPTION_SIZE)).convert("RGB").resize(XCEPTION_SIZE, Image.Resampling.BILINEAR)
     batch = np.asarray(rgb, dtype=np.float32)[None]  # (1, 299, 299, 3), RGB, 0-255
     return preprocess_input(batch)  # scales to [-1, 1], Xception's "tf" mode

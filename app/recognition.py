@@ -7,7 +7,6 @@ from flask import abort, current_app
 
 from .models import DIGIT_MODELS, SLOW_LOAD_SECONDS, ModelUnavailable, top_predictions
 from .preprocessing import NoDigitFound, prepare_image, prepare_xception_input
-from .uploads import reject
 
 
 def registry():
@@ -17,7 +16,8 @@ def registry():
 
 def checked_model_name(name):
     if name not in DIGIT_MODELS:
-        abort(400, description=f"unknown model {name!r}: use one of {', '.join(DIGIT_MODELS)}")
+        shown = name if len(name) <= 20 else name[:20] + "..."
+        abort(400, description=f"unknown model {shown!r}: use one of {', '.join(DIGIT_MODELS)}")
     return name
 
 
@@ -26,7 +26,7 @@ def digit_from(upload):
     try:
         return prepare_image(upload.image)
     except NoDigitFound as exc:
-        reject(400, str(exc))
+        abort(400, description=str(exc))
 
 
 def digit_probabilities(digit, model_name):

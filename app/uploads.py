@@ -29,21 +29,18 @@ class Upload:
     extension: str
 
 
-def reject(status, message):
-    """Log why an upload was refused, then answer with that message."""
-    current_app.logger.info("rejected %s %s: %s", request.method, request.path, message)
-    abort(status, description=message)
-
-
 def read_upload(field="file"):
     """The decoded image from the multipart field `field`; aborts with a clear message."""
     if field not in request.files:
-        reject(400, f"no file: send the image in the multipart form field '{field}'")
-    data = request.files[field].read()
+        abort(400, description=f"no file: send the image in the multipart form field '{field}'")
+    sent = request.files[field]
+    data = sent.read()
+    if not data and not sent.filename:  # a browser form submitted before a file was chosen
+        abort(400, description="no file chosen: choose an image to upload")
     try:
         image, image_format = open_untrusted(data, current_app.config["MAX_IMAGE_PIXELS"])
     except ImageRejected as exc:
-        reject(exc.status, exc.message)
+        abort(exc.status, description=exc.message)
     return Upload(data=data, image=image, extension=EXTENSIONS[image_format])
 
 

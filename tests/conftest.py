@@ -1,6 +1,8 @@
 """Shared fixtures. Models load once per test session; each test gets a fresh app
 with its own temporary upload folder. Nothing here touches the network."""
 
+from pathlib import Path
+
 import pytest
 
 from app import create_app

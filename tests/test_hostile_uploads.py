@@ -1,0 +1,501 @@
+"""Hostile and awkward uploads: anyone can post anything to this server.
+
+Every wrong upload gets a clear message and the right status, as JSON {"error": ...}
+from the API and as a page for a person. Hostile files never take the server down,
+fill its disk, write outside the upload folder, or reach Ghostscript. Awkward but
+valid images (transparent canvases, 16-bit, CMYK, sideways phone photos, animations,
+odd file names) are read correctly and stored under a generated name.
+"""
+
+import functools
+import html
+import io
+import logging
+import os
+import struct
+import subprocess
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from PIL import EpsImagePlugin, Image
+
+from app.images import open_untrusted
+from app.models import DIGIT_MODELS
+from app.uploads import STORED_NAME
+from helpers import encode, multipart, post_file
+
+MNIST_URL = "/api/predict/mnist"
+MEGABYTE = 1024 * 1024
+
+# One clear MNIST test digit per label (indices into the `mnist_sample` fixture):
+# both models read each one confidently when it is drawn large.
+DIGIT_INDEX = {1: 8, 2: 0, 3: 44, 4: 21, 5: 56, 6: 20, 7: 6, 8: 30, 9: 15}
+
+
+@pytest.fixture(scope="module")
+def handwritten(mnist_sample):
+    """handwritten(label) -> that MNIST digit in dark ink on white paper, 120x120 uint8."""
+    images, labels = mnist_sample
+
+    def draw(label, size=120):
+        index = DIGIT_INDEX[label]
+        assert labels[index] == label
+        large = Image.fromarray(images[index]).resize((size, size), Image.Resampling.BICUBIC)
+        return 255 - np.asarray(large)
+
+    return draw
+
+
+def post_whole_body(client, url, data, filename="digit.png"):
+    """Like post_file, for bodies of any size (see helpers.multipart)."""
+    body, content_type = multipart(data, filename)
+    return client.post(url, data=body, content_type=content_type)
+
+
+def assert_json_error(response, status, fragment):
+    assert response.status_code == status, response.get_data(as_text=True)[:500]
+    assert response.is_json and set(response.json) == {"error"}
+    assert fragment.lower() in response.json["error"].lower()
+
+
+# Files that are not images, or not acceptable ones -----------------------------------
+
+
+def png_chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+@functools.cache
+def png_bomb(width, height, bit_depth):
+    """A valid greyscale PNG of width x height that is a few KB on disk: every row is zeros."""
+    row = b"\x00" + bytes((width * bit_depth + 7) // 8)  # filter type 0, then the pixels
+    compressor = zlib.compressobj(9)
+    rows_at_once = 1000  # compress in blocks: quick, and never the whole image in memory
+    pixels = b"".join(
+        compressor.compress(row * min(rows_at_once, height - start))
+        for start in range(0, height, rows_at_once)
+    ) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)  # grey, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+            + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b""))
+
+
+def png_with_a_text_bomb(handwritten):
+    """A real digit PNG with a metadata chunk that inflates to 64 MB of zeros."""
+    data = encode(handwritten(7))
+    text = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(bytes(64 * MEGABYTE), 9))
+    end_of_header = 8 + 25  # the signature, then the IHDR chunk
+    return data[:end_of_header] + text + data[end_of_header:]
+
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n%%EndComments\n"
+       b"newpath 10 10 moveto 90 90 lineto stroke\nshowpage\n%%EOF\n")
+# The binary "DOS EPS" wrapper: a 30-byte header, then the same PostScript.
+DOS_EPS = b"\xc5\xd0\xd3\xc6" + struct.pack("<6I", 30, len(EPS), 0, 0, 0, 0) + b"\xff\xff" + EPS
+SVG = (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100">'
+       b'<script>alert(document.cookie)</script><text x="10" y="50">7</text></svg>')
+HTML = b"<!DOCTYPE html><html><body><script>fetch('/steal')</script></body></html>"
+
+
+def half_a_png(handwritten):
+    data = encode(handwritten(7))
+    return data[: len(data) // 2]
+
+
+BAD_UPLOADS = [
+    # (make the file from `handwritten`, file name, status, part of the message)
+    pytest.param(lambda hw: b"", "digit.png", 400, "the file is empty", id="empty"),
+    pytest.param(lambda hw: b"", "", 400, "no file chosen: choose an image to upload", id="no-file-chosen"),
+    pytest.param(lambda hw: b"my digit is a seven\n" * 20, "digit.png", 415,
+                 "unsupported file type: text files are not accepted", id="text-named-png"),
+    pytest.param(lambda hw: HTML, "digit.png", 415, "HTML files are not accepted", id="html-named-png"),
+    pytest.param(lambda hw: SVG, "digit.svg", 415, "SVG files are not accepted", id="svg-with-script"),
+    pytest.param(lambda hw: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", "scan.pdf", 415,
+                 "PDF files are not accepted", id="pdf"),
+    pytest.param(lambda hw: EPS, "digit.eps", 415, "EPS/PostScript files are not accepted", id="eps"),
+    pytest.param(lambda hw: DOS_EPS, "digit.png", 415, "EPS/PostScript files are not accepted", id="dos-eps"),
+    pytest.param(lambda hw: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "IMG_0001.HEIC",
+                 415, "HEIC/AVIF files are not accepted", id="heic"),
+    pytest.param(lambda hw: bytes(range(256)) * 4, "digit.png", 415,
+                 "this file is not accepted; upload a PNG, JPEG, GIF, BMP, WebP or TIFF image", id="binary-junk"),
+    pytest.param(lambda hw: bytes(4096), "digit.png", 415, "this file is not accepted", id="all-zero-bytes"),
+    pytest.param(half_a_png, "digit.png", 400, "the image is truncated or corrupt", id="png-cut-in-half"),
+    pytest.param(lambda hw: b"\x89PNG\r\n\x1a\n" + bytes(100), "digit.png", 400,
+                 "corrupt: it starts like a PNG", id="png-signature-then-zeros"),
+    pytest.param(lambda hw: png_bomb(20_000, 20_000, 1), "bomb.png", 400, "too many pixels", id="png-bomb-20000px"),
+    pytest.param(lambda hw: png_bomb(10_000, 10_000, 8), "bomb.png", 400, "too many pixels", id="png-bomb-10000px"),
+    # Under Pillow's own limit (89 Mpx) but over ours (40 Mpx): our check must catch it.
+    pytest.param(lambda hw: png_bomb(7_000, 7_000, 8), "bomb.png", 400, "the image 7000x7000 is over the limit",
+                 id="png-bomb-7000px"),
+    pytest.param(png_with_a_text_bomb, "digit.png", 400, "corrupt", id="png-metadata-bomb"),
+    pytest.param(lambda hw: bytes(11 * MEGABYTE), "huge.png", 413, "the upload is too large: the limit is 10 MB",
+                 id="over-max-content-length"),
+    pytest.param(lambda hw: encode(np.zeros((1, 1), np.uint8)), "dot.png", 400, "too small", id="1x1-pixel"),
+    pytest.param(lambda hw: encode(np.full((200, 150), 255, np.uint8)), "page.png", 400,
+                 "no digit found: the image looks blank", id="blank-white-page"),
+]
+
+
+@pytest.mark.parametrize(("make_file", "filename", "status", "message"), BAD_UPLOADS)
+def test_bad_uploads_are_refused_with_a_clear_json_message(
+        client, uploads, handwritten, make_file, filename, status, message):
+    response = post_whole_body(client, MNIST_URL, make_file(handwritten), filename)
+    assert_json_error(response, status, message)
+    assert uploads() == []  # a refused upload leaves nothing behind
+
+
+@pytest.mark.parametrize(("request_kwargs", "status", "message"), [
+    ({"method": "POST", "data": {"image": (io.BytesIO(b"x"), "digit.png")}}, 400,
+     "no file: send the image in the multipart form field 'file'"),
+    ({"method": "POST", "data": b"\x89PNG...", "content_type": "image/png"}, 400, "no file"),  # a raw body
+    ({"method": "POST", "data": {"file": (io.BytesIO(b"x"), "digit.png"), "model": "foo"}}, 400,
+     "unknown model 'foo': use one of dense, cnn"),
+    ({"method": "GET"}, 405, "this address does not accept that method; use POST"),
+    ({"method": "PUT", "data": {"file": (io.BytesIO(b"x"), "digit.png")}}, 405, "use POST"),
+])
+def test_malformed_requests_are_refused_with_a_clear_json_message(client, uploads, request_kwargs, status, message):
+    response = client.open(MNIST_URL, **request_kwargs)
+    assert_json_error(response, status, message)
+    if status == 405:
+        assert set(response.headers["Allow"].split(", ")) >= {"POST"}
+        assert "GET" not in response.headers["Allow"]
+    assert uploads() == []
+
+
+def test_forms_over_the_form_limits_are_refused(client, app, uploads):
+    too_many_parts = {f"field{i}": "x" for i in range(app.config["MAX_FORM_PARTS"] + 1)}
+    response = client.post(MNIST_URL, data=too_many_parts, content_type="multipart/form-data")
+    assert_json_error(response, 413, "too large")
+    body, content_type = multipart(b"x", model="x" * (app.config["MAX_FORM_MEMORY_SIZE"] + 1))
+    assert_json_error(client.post(MNIST_URL, data=body, content_type=content_type), 413, "too large")
+    assert uploads() == []
+
+
+def test_an_unknown_api_address_is_a_json_404(client):
+    assert_json_error(client.get("/api/predict/mnst"), 404, "there is nothing at this address")
+    assert_json_error(client.post("/api/nothing"), 404, "there is nothing at this address")
+
+
+@pytest.mark.parametrize(("width", "height", "bit_depth"), [
+    (20_000, 20_000, 1),  # over twice Pillow's limit: Pillow raises
+    (10_000, 10_000, 8),  # over Pillow's limit: Pillow only warns, app/images.py makes it an error
+    (7_000, 7_000, 8),  # under Pillow's limit, over ours
+])
+def test_pixel_bombs_are_refused_before_any_pixel_is_decoded(client, uploads, monkeypatch, width, height, bit_depth):
+    bomb = png_bomb(width, height, bit_depth)
+    assert len(bomb) < 100_000  # tens of KB on disk, 49-400 MB once decoded
+    decoders = []
+    real_getdecoder = Image._getdecoder
+    monkeypatch.setattr(Image, "_getdecoder",
+                        lambda *args, **kwargs: decoders.append(args) or real_getdecoder(*args, **kwargs))
+    start = time.perf_counter()
+    response = post_file(client, MNIST_URL, bomb, "bomb.png")
+    elapsed = time.perf_counter() - start
+    assert_json_error(response, 400, "too many pixels")
+    assert decoders == []  # refused from the header alone: no memory was spent on pixels
+    assert elapsed < 0.5
+    assert uploads() == []
+    open_untrusted(encode(np.full((8, 8), 255, np.uint8)))
+    assert decoders  # the spy works: an ordinary image does get a decoder
+
+
+def test_eps_never_reaches_ghostscript(client, uploads, monkeypatch):
+    """Pillow would hand EPS to Ghostscript (a history of remote code execution):
+    the EPS plugin must not even be tried, and no process may be started."""
+    calls = []
+    for target, name in [(subprocess, "Popen"), (subprocess, "check_call"), (subprocess, "run"),
+                         (EpsImagePlugin, "Ghostscript"), (EpsImagePlugin, "has_ghostscript")]:
+        monkeypatch.setattr(target, name, lambda *args, _name=name, **kwargs: calls.append(_name))
+    eps_open = EpsImagePlugin.EpsImageFile._open
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: calls.append("_open") or eps_open(self))
+
+    for data in (EPS, DOS_EPS):
+        assert_json_error(post_file(client, MNIST_URL, data, "digit.eps"), 415, "EPS/PostScript")
+    assert calls == []
+    assert uploads() == []
+    # The spy works: without the allow-list, Pillow does open these files as EPS.
+    with Image.open(io.BytesIO(EPS)) as unrestricted:
+        assert unrestricted.format == "EPS" and calls == ["_open"]
+
+
+def test_the_same_checks_guard_the_xception_api(client, uploads):
+    """The photo endpoint shares the upload checks (and refuses before loading Xception)."""
+    assert_json_error(post_file(client, "/api/predict/xception", SVG, "photo.svg"), 415, "SVG")
+    assert_json_error(post_file(client, "/api/predict/xception", png_bomb(20_000, 20_000, 1)), 400, "too many pixels")
+    assert uploads() == []
+
+
+# Awkward but valid images -------------------------------------------------------------
+
+
+def transparent_canvas(hw):
+    """A browser canvas export: black strokes, everything else transparent black (0, 0, 0, 0)."""
+    rgba = np.zeros((120, 120, 4), np.uint8)
+    rgba[..., 3] = 255 - hw(3)  # ignore the alpha and the whole picture is black
+    return encode(Image.fromarray(rgba))
+
+
+def sixteen_bit(hw):
+    image = Image.fromarray(hw(4).astype(np.uint16) * 257)  # the full 0-65535 range
+    assert image.mode == "I;16"
+    return encode(image)
+
+
+def palette(hw):
+    return encode(Image.fromarray(hw(5)).convert("RGB").quantize(colors=16))
+
+
+def cmyk_jpeg(hw):
+    return encode(Image.fromarray(hw(6)).convert("CMYK"), "JPEG", quality=95)
+
+
+def sideways_jpeg(hw, orientation=8):
+    """A phone photo stored turned clockwise, with EXIF saying "turn it back to view"."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # 8: rotate 90 degrees anticlockwise to display
+    sideways = Image.fromarray(hw(7)).transpose(Image.Transpose.ROTATE_270)
+    return encode(sideways, "JPEG", quality=95, exif=exif)
+
+
+def animated_gif(hw):
+    """Two frames: an 8, then a 2. Only the first frame counts."""
+    first, second = Image.fromarray(hw(8)), Image.fromarray(hw(2))
+    return encode(first, "GIF", save_all=True, append_images=[second], duration=500, loop=0)
+
+
+def chalk_on_board(hw):
+    board = 40 + (255 - hw(9).astype(np.float32)) * 0.75  # light strokes on a dark-grey board
+    return encode(board.astype(np.uint8))
+
+
+AWKWARD_UPLOADS = [
+    # (make the file from `handwritten`, file name, expected digit, stored extension)
+    pytest.param(transparent_canvas, "canvas.png", 3, "png", id="rgba-transparent-canvas"),
+    pytest.param(sixteen_bit, "scan16.png", 4, "png", id="16-bit-grey-png"),
+    pytest.param(palette, "digit.png", 5, "png", id="palette-png"),
+    pytest.param(cmyk_jpeg, "print.jpg", 6, "jpg", id="cmyk-jpeg"),
+    pytest.param(sideways_jpeg, "IMG_1234.JPG", 7, "jpg", id="sideways-jpeg-with-exif-orientation"),
+    pytest.param(animated_gif, "anim.gif", 8, "gif", id="animated-gif-first-frame"),
+    pytest.param(lambda hw: encode(hw(9), "WEBP", quality=80), "digit.webp", 9, "webp", id="webp"),
+    pytest.param(lambda hw: encode(hw(1), "BMP"), "digit.bmp", 1, "bmp", id="bmp"),
+    pytest.param(lambda hw: encode(hw(2), "TIFF", compression="tiff_lzw"), "scan.tiff", 2, "tif", id="tiff"),
+    pytest.param(chalk_on_board, "board.png", 9, "png", id="light-ink-on-dark-board"),
+    # A PNG named like something else is stored as what it is.
+    pytest.param(lambda hw: encode(hw(3)), "digit.jpg", 3, "png", id="png-named-jpg"),
+    pytest.param(lambda hw: encode(hw(3)), "../../etc/passwd.png", 3, "png", id="path-traversal-name"),
+    pytest.param(lambda hw: encode(hw(5)), "цифра ٣.png", 5, "png", id="unicode-name"),
+    pytest.param(lambda hw: encode(hw(6)), "d" * 296 + ".png", 6, "png", id="300-character-name"),
+]
+
+
+@pytest.mark.parametrize("model", DIGIT_MODELS)
+@pytest.mark.parametrize(("make_file", "filename", "label", "extension"), AWKWARD_UPLOADS)
+def test_awkward_but_valid_images_are_read_correctly(
+        client, app, tmp_path, handwritten, make_file, filename, label, extension, model):
+    data = make_file(handwritten)
+    response = post_file(client, MNIST_URL, data, filename, model=model)
+    assert response.status_code == 200, response.json
+    assert response.json["prediction"] == label
+    # Stored under a generated name with the detected format's extension, byte for byte ...
+    folder = Path(app.config["UPLOAD_FOLDER"])
+    name = response.json["upload"]
+    assert STORED_NAME.match(name) and name.endswith("." + extension)
+    assert (folder / name).read_bytes() == data
+    # ... and nothing else was written anywhere, least of all where the client's name points.
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == [folder / name]
+    assert not os.path.lexists(os.path.normpath(folder / filename))
+
+
+@pytest.mark.parametrize(("make_file", "format", "mode", "frames"), [
+    (transparent_canvas, "PNG", "RGBA", 1),
+    (sixteen_bit, "PNG", "I;16", 1),
+    (palette, "PNG", "P", 1),
+    (cmyk_jpeg, "JPEG", "CMYK", 1),
+    (animated_gif, "GIF", "P", 2),
+])
+def test_the_awkward_files_are_what_they_claim_to_be(handwritten, make_file, format, mode, frames):
+    with Image.open(io.BytesIO(make_file(handwritten))) as image:
+        assert (image.format, image.mode, getattr(image, "n_frames", 1)) == (format, mode, frames)
+
+
+@pytest.mark.parametrize("model", DIGIT_MODELS)
+def test_the_sideways_jpeg_really_needs_its_exif_orientation(client, handwritten, model):
+    """Guards the row above: without the orientation tag the same pixels read as another digit."""
+    no_orientation = post_file(client, MNIST_URL, sideways_jpeg(handwritten, orientation=1), model=model)
+    assert no_orientation.status_code == 200 and no_orientation.json["prediction"] != 7
+
+
+def test_the_transparent_canvas_really_needs_its_alpha(client, handwritten):
+    """Guards the row above: the same pixels with the alpha dropped are a black page."""
+    opaque = Image.open(io.BytesIO(transparent_canvas(handwritten))).convert("RGB")
+    assert_json_error(post_file(client, MNIST_URL, encode(opaque)), 400, "blank")
+
+
+# The pages say the same to a person ---------------------------------------------------
+
+@pytest.mark.parametrize(("data", "filename", "status", "message"), [
+    (b"", "", 400, "no file chosen: choose an image to upload"),
+    (b"", "digit.png", 400, "the file is empty"),
+    (b"my digit is a seven\n", "digit.png", 415, "text files are not accepted"),
+    (SVG, "digit.svg", 415, "SVG files are not accepted"),
+    (EPS, "digit.eps", 415, "EPS/PostScript files are not accepted"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(100), "digit.png", 400, "corrupt"),
+    (png_bomb(20_000, 20_000, 1), "digit.png", 400, "too many pixels"),
+    (bytes(11 * MEGABYTE), "digit.png", 413, "the limit is 10 MB"),
+    (None, None, 400, "send the image in the multipart form field 'file'"),
+])
+def test_the_upload_page_shows_the_same_messages_to_a_person(client, uploads, data, filename, status, message):
+    if data is None:
+        response = client.post("/predict", data={}, content_type="multipart/form-data")
+    else:
+        response = post_whole_body(client, "/predict", data, filename)
+    assert response.status_code == status
+    assert response.mimetype == "text/html"
+    page = html.unescape(response.get_data(as_text=True))
+    assert message.lower() in page.lower()
+    assert "Traceback" not in page and 'File "' not in page
+    assert uploads() == []
+
+
+# Keeping the disk from filling up -----------------------------------------------------
+
+
+def test_past_the_file_cap_only_the_newest_uploads_are_kept(client, app, uploads, handwritten):
+    """The policy: accepted uploads are kept for inspection, within two caps,
+    UPLOAD_MAX_FILES and UPLOAD_MAX_BYTES. Every UPLOAD_PRUNE_EVERY uploads (here:
+    every upload) the folder is checked and the oldest files are deleted until it is
+    within both. Refused uploads are never written at all."""
+    app.config["UPLOAD_MAX_FILES"] = 3
+    names = [post_file(client, MNIST_URL, encode(handwritten(label))).json["upload"] for label in (1, 2, 3, 4, 5)]
+    assert uploads() == sorted(names[-3:])
+
+
+def test_past_the_byte_cap_the_oldest_uploads_are_deleted(client, app, uploads, handwritten):
+    data = encode(handwritten(7))
+    app.config["UPLOAD_MAX_BYTES"] = 2 * len(data) + len(data) // 2  # room for two and a half
+    names = [post_file(client, MNIST_URL, data).json["upload"] for _ in range(4)]
+    assert uploads() == sorted(names[-2:])
+
+
+def test_pruning_leaves_files_it_did_not_write_alone(client, app, uploads, handwritten):
+    folder = Path(app.config["UPLOAD_FOLDER"])
+    folder.mkdir()
+    (folder / ".gitkeep").touch()
+    app.config["UPLOAD_MAX_FILES"] = 1
+    names = [post_file(client, MNIST_URL, encode(handwritten(label))).json["upload"] for label in (1, 2)]
+    assert uploads() == sorted([".gitkeep", names[-1]])
+
+
+# Serving stored uploads back ----------------------------------------------------------
+
+
+def test_a_stored_upload_is_served_as_an_inert_image(client, handwritten):
+    # A polyglot: a valid PNG with an HTML page after its end. It is stored as sent, so
+    # it must be served in a way no browser will run: image type, no sniffing, sandboxed.
+    data = encode(handwritten(4)) + HTML
+    name = post_file(client, MNIST_URL, data, "digit.html").json["upload"]
+    assert name.endswith(".png")
+    with client.get(f"/uploads/{name}") as response:  # a file response: closed when done
+        assert response.status_code == 200
+        assert response.mimetype == "image/png"
+        assert response.data == data
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "sandbox" in response.headers["Content-Security-Policy"]
+        assert response.headers["Content-Disposition"] == "inline"
+
+
+@pytest.mark.parametrize("path", [
+    "/uploads/../app/__init__.py",
+    "/uploads/..%2fapp%2f__init__.py",
+    "/uploads/..%2F..%2Fetc%2Fpasswd",
+    "/uploads/%2e%2e/pyproject.toml",
+    "/uploads/.gitkeep",
+    "/uploads/.incoming-abc123",
+    "/uploads/digit.png",
+    "/uploads/" + "0" * 32 + ".png",  # the right shape, but no such upload
+    "/uploads/" + "A" * 32 + ".png",
+    "/uploads/" + "a" * 32 + ".svg",
+    "/uploads/" + "a" * 32 + ".png.html",
+    "/uploads/" + "a" * 32 + ".png%00.html",
+])
+def test_only_generated_upload_names_are_served(client, app, path):
+    folder = Path(app.config["UPLOAD_FOLDER"])
+    folder.mkdir()
+    for decoy in (".gitkeep", ".incoming-abc123", "digit.png", "a" * 32 + ".svg", "A" * 32 + ".png"):
+        (folder / decoy).write_bytes(SVG)  # files that are there, but were never ours to serve
+    response = client.get(path)
+    assert response.status_code == 404
+    assert b"<svg" not in response.data
+
+
+# Fuzzing: whatever the bytes, never a server error ------------------------------------
+
+FUZZ_SEED_FORMATS = [("PNG", {}), ("JPEG", {"quality": 90}), ("GIF", {}), ("BMP", {}),
+                     ("WEBP", {"quality": 80}), ("TIFF", {})]
+
+
+def mutate(data, draw):
+    """Flip, insert, overwrite or cut bytes of `data`, a few times."""
+    data = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        where = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["flip", "insert", "overwrite", "truncate"]))
+        if action == "flip" and where < len(data):
+            data[where] ^= 1 << draw(st.integers(0, 7))
+        elif action == "insert":
+            data[where:where] = draw(st.binary(min_size=1, max_size=16))
+        elif action == "overwrite":
+            chunk = draw(st.binary(min_size=1, max_size=16))
+            data[where:where + len(chunk)] = chunk
+        elif action == "truncate":
+            del data[where:]
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def fuzz_seeds(handwritten):
+    """A small valid digit in each accepted format, for the fuzzer to mutate."""
+    return [encode(handwritten(3, size=40), fmt, **options) for fmt, options in FUZZ_SEED_FORMATS]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_uploads_never_cause_a_server_error(client, app, fuzz_seeds, data):
+    if data.draw(st.booleans(), label="random bytes"):
+        upload = data.draw(st.binary(max_size=2048))
+    else:
+        upload = mutate(data.draw(st.sampled_from(fuzz_seeds)), data.draw)
+    folder = Path(app.config["UPLOAD_FOLDER"])
+    before = set(os.listdir(folder)) if folder.exists() else set()
+    response = post_file(client, MNIST_URL, upload, data.draw(st.sampled_from(["digit.png", "x.jpg", "../x"])))
+    after = set(os.listdir(folder)) if folder.exists() else set()
+    event(f"status {response.status_code}")
+    assert response.status_code < 500, response.get_data(as_text=True)[:500]
+    if response.status_code == 200:
+        assert 0 <= response.json["prediction"] <= 9
+        assert after - before == {response.json["upload"]}
+    else:
+        assert response.status_code in (400, 415) and response.is_json and set(response.json) == {"error"}
+        assert after == before
+
+
+# Logging ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "the file is empty"),
+    (SVG, "SVG files are not accepted"),
+    (png_bomb(20_000, 20_000, 1), "too many pixels"),
+    (encode(np.full((64, 64), 255, np.uint8)), "the image looks blank"),
+])
+def test_rejections_are_logged_with_their_reason(client, caplog, data, reason):
+    caplog.set_level(logging.INFO, logger="app")
+    post_file(client, MNIST_URL, data)
+    rejections = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected")]
+    assert len(rejections) == 1
+    assert rejections[0].startswith(f"rejected POST {MNIST_URL}: ") and reason in rejections[0]
