@@ -30,5 +30,11 @@ train: $(VENV)/.stamp-app
 	$(BIN)/python train_mnist.py --arch dense $(TRAIN_ARGS)
 	$(BIN)/python train_mnist.py --arch cnn $(TRAIN_ARGS)
 
+benchmark: $(VENV)/.stamp-app
+	$(BIN)/python benchmarks/benchmark.py $(BENCHMARK_ARGS)
+
+export: $(VENV)/.stamp-app
+	$(BIN)/python scripts/export_models.py $(EXPORT_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,455 @@
+"""Benchmark the production server over real HTTP: latency, throughput, memory, start-up.
+
+    make benchmark                       # or: python benchmarks/benchmark.py
+    python benchmarks/benchmark.py --quick
+
+Starts gunicorn with gunicorn.conf.py as `make run` does, on a free port, and talks to
+it with http.client over keep-alive connections, one thread per client. Prints a
+markdown table and writes it to benchmarks/results/latest.md.
+
+Xception runs with XCEPTION_WEIGHTS, else Keras' cached ImageNet file, else random
+weights saved once to benchmarks/results/cache/ (the same speed: only the values differ).
+Nothing is downloaded.
+
+The goals: a digit prediction within 3x a /health round trip, and a served Xception
+prediction within 1.25x one compiled forward pass in this process (what serving adds).
+The /v1 (TF Serving protocol) rows show the digit models without image work or storage.
+"""
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from live_server import all_workers_warm, free_port  # noqa: E402
+from train_mnist import load_mnist_idx  # noqa: E402
+
+IMAGENET_WEIGHTS = Path.home() / ".keras" / "models" / "xception_weights_tf_dim_ordering_tf_kernels.h5"
+RANDOM_WEIGHTS = RESULTS / "cache" / "xception_random.weights.h5"
+PHOTO_SIZE = (640, 480)
+CLIENTS = (1, 4, 16)
+THROUGHPUT_REQUESTS = ("POST /api/predict/mnist dense", "POST /api/predict/mnist cnn", "POST /api/predict/xception")
+DIGIT_GOAL = 3.0  # digit p50 / health p50
+XCEPTION_GOAL = 1.25  # served Xception p50 / in-process forward pass p50
+
+
+"""
+## Requests
+"""
+
+
+def multipart(filename, data, content_type, **fields):
+    """A multipart/form-data body with the file in field 'file'; returns (body, headers)."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def mnist_digit():
+    """A real MNIST test digit, uint8 (28, 28)."""
+    _, (images, _) = load_mnist_idx(ROOT / "tests" / "fixtures" / "mnist")
+    return images[0]
+
+
+def digit_png():
+    """The digit as a 28x28 PNG, the smallest upload the app sees."""
+    buffer = io.BytesIO()
+    Image.fromarray(mnist_digit()).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def tf_serving_body(arch):
+    """The digit as one instance of a TF Serving predict request for `arch`."""
+    pixels = mnist_digit().astype(np.float32) / 255.0
+    instance = pixels.reshape(784) if arch == "dense" else pixels[..., None]
+    return json.dumps({"instances": [instance.tolist()]}).encode(), {"Content-Type": "application/json"}
+
+
+def photo_jpeg(size=PHOTO_SIZE):
+    """A photo-sized JPEG with photo-like content (smooth shapes plus sensor noise)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]] / max(size)
+    rgb = np.stack([np.sin(7 * x + 3 * y), np.cos(5 * y - 2 * x), np.sin(9 * x * y)], axis=-1)
+    pixels = (127.5 * (rgb + 1) + rng.normal(0, 12, rgb.shape)).clip(0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def request_table():
+    """name -> (method, path, body, headers) for every measured request."""
+    png, jpeg = digit_png(), photo_jpeg()
+    return {
+        "GET /health": ("GET", "/health", None, {}),
+        "POST /api/predict/mnist dense": ("POST", "/api/predict/mnist", *multipart("digit.png", png, "image/png", model="dense")),
+        "POST /api/predict/mnist cnn": ("POST", "/api/predict/mnist", *multipart("digit.png", png, "image/png", model="cnn")),
+        "POST /api/predict/xception": ("POST", "/api/predict/xception", *multipart("photo.jpg", jpeg, "image/jpeg")),
+        # The same models without the image work and upload storage: what the model path itself costs.
+        "POST /v1/models/mnist_dense:predict": ("POST", "/v1/models/mnist_dense:predict", *tf_serving_body("dense")),
+        "POST /v1/models/mnist_cnn:predict": ("POST", "/v1/models/mnist_cnn:predict", *tf_serving_body("cnn")),
+    }
+
+
+class Client:
+    """One keep-alive connection; send() returns (status, seconds)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def send(self, request, retry=True):
+        method, path, body, headers = request
+        started = time.perf_counter()
+        try:
+            self.connection.request(method, path, body, headers)
+            response = self.connection.getresponse()
+            response.read()
+        except (ConnectionError, http.client.HTTPException):
+            self.connection.close()  # the server closed an idle connection: open a new one, once
+            if not retry:
+                raise
+            return self.send(request, retry=False)
+        return response.status, time.perf_counter() - started
+
+    def close(self):
+        self.connection.close()
+
+
+"""
+## Measurements
+"""
+
+
+def percentile_ms(seconds, q):
+    return float(np.percentile(seconds, q)) * 1000 if seconds else float("nan")
+
+
+def sequential_latency(port, request, count, warm_up=5):
+    """Seconds of `count` requests sent one after another on one keep-alive connection."""
+    client = Client(port)
+    for _ in range(warm_up):
+        client.send(request)
+    times, errors = [], 0
+    for _ in range(count):
+        status, seconds = client.send(request)
+        times.append(seconds)
+        errors += status != 200
+    client.close()
+    return times, errors
+
+
+def throughput(port, request, clients, duration):
+    """(requests per second, latencies, errors) with `clients` threads sending for `duration` s."""
+    deadline = []
+    # Every client connects first; the clock starts when the last one is ready.
+    start = threading.Barrier(clients + 1, action=lambda: deadline.append(time.perf_counter() + duration))
+    results = [([], [0]) for _ in range(clients)]
+
+    def run(times, errors):
+        client = Client(port)
+        client.send(request)  # open the connection before the clock starts
+        start.wait()
+        while time.perf_counter() < deadline[0]:
+            status, seconds = client.send(request)
+            times.append(seconds)
+            errors[0] += status != 200
+        client.close()
+
+    threads = [threading.Thread(target=run, args=result) for result in results]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = deadline[0] - duration
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    times = [t for result in results for t in result[0]]
+    return len(times) / elapsed, times, sum(result[1][0] for result in results)
+
+
+def process_tree(pid):
+    """[pid and its children's pids], from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            children.append(int(stat.parent.name))
+    return [pid, *sorted(children)]
+
+
+def memory_mb(pid, field):
+    """A memory field of one process in MB: VmRSS from /proc/<pid>/status, Pss from smaps_rollup."""
+    source = "status" if field.startswith("Vm") else "smaps_rollup"
+    for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def server_memory(pid):
+    """([RSS of the master, then of each worker], total PSS) in MB.
+
+    RSS counts the shared TensorFlow libraries once per process; PSS splits shared
+    pages between the processes that map them, so the PSS total is the server's real share.
+    """
+    pids = process_tree(pid)
+    return [memory_mb(p, "VmRSS") for p in pids], sum(memory_mb(p, "Pss") for p in pids)
+
+
+def compiled_xception_forward(weights, count):
+    """Seconds of `count` compiled Xception forward passes in this process, after warm-up."""
+    from app.models import load_xception
+    from app.preprocessing import prepare_xception_input
+
+    model = load_xception(str(weights))
+    model.warm_up()
+    batch = prepare_xception_input(Image.open(io.BytesIO(photo_jpeg())))  # (1, 299, 299, 3)
+    for _ in range(3):
+        model(batch)
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        model(batch)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def xception_weights():
+    """A local Xception weights file, making a random one when there is none."""
+    if os.environ.get("XCEPTION_WEIGHTS"):
+        return Path(os.environ["XCEPTION_WEIGHTS"]), "XCEPTION_WEIGHTS"
+    if IMAGENET_WEIGHTS.is_file():
+        return IMAGENET_WEIGHTS, "ImageNet"
+    if not RANDOM_WEIGHTS.is_file():
+        from keras.applications import Xception
+
+        RANDOM_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
+        Xception(weights=None).save_weights(str(RANDOM_WEIGHTS))
+    return RANDOM_WEIGHTS, "random (no ImageNet file here)"
+
+
+"""
+## The server
+"""
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    launched: float  # time.perf_counter() just before the launch
+    log: io.TextIOBase
+
+    def wait_until_warm(self):
+        """Block until every worker has logged that its models are warm."""
+        while not all_workers_warm(self.log):
+            if self.process.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log.read()[-3000:]}")
+            time.sleep(0.2)
+
+
+@contextmanager
+def production_server(workdir, **env):
+    """Start gunicorn the `make run` way, with `env` added to the environment; yield a Server."""
+    port = free_port()
+    environment = {**os.environ, "PORT": str(port), "UPLOAD_FOLDER": str(workdir / f"uploads-{port}"),
+                   **{key: str(value) for key, value in env.items()}}
+    log = open(workdir / f"gunicorn-{port}.log", "w+")
+    launched = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:create_app()"],
+        cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield Server(process, port, launched, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def seconds_until_ok(server, request, timeout=300):
+    """Seconds from the server's launch until `request` first answers 200 (polling every 50 ms)."""
+    while time.perf_counter() - server.launched < timeout:
+        client = Client(server.port)
+        try:
+            status, _ = client.send(request, retry=False)
+            if status == 200:
+                return time.perf_counter() - server.launched
+        except OSError:  # not listening yet
+            pass
+        finally:
+            client.close()
+        time.sleep(0.05)
+    raise RuntimeError(f"no successful {request[0]} {request[1]} within {timeout} s")
+
+
+"""
+## Run
+"""
+
+
+def cold_start(workdir, requests, env):
+    """Start-up as `make run` does it: digit models warm in each worker, Xception on first use."""
+    with production_server(workdir, **env) as server:
+        results = {"first digit": seconds_until_ok(server, requests["POST /api/predict/mnist cnn"])}
+        server.wait_until_warm()
+        results["memory digits"] = server_memory(server.process.pid)
+        results["first xception"] = seconds_until_ok(server, requests["POST /api/predict/xception"])
+    return results
+
+
+def warm_server(workdir, requests, env, args):
+    """Latency and throughput with every worker warm, Xception included."""
+    with production_server(workdir, XCEPTION_EAGER=1, **env) as server:
+        server.wait_until_warm()
+        results = {"memory warm": server_memory(server.process.pid), "latency": {}, "throughput": {}}
+        for name, request in requests.items():
+            count = args.xception_requests if "xception" in name else args.requests
+            results["latency"][name] = sequential_latency(server.port, request, count)
+        for name in THROUGHPUT_REQUESTS:
+            request = requests[name]
+            duration = args.duration * (3 if "xception" in name else 1)  # a few requests per client at least
+            for clients in CLIENTS:
+                results["throughput"][name, clients] = throughput(server.port, request, clients, duration)
+        results["memory loaded"] = server_memory(server.process.pid)
+    return results
+
+
+def run(args):
+    requests = request_table()
+    weights, weights_source = xception_weights()
+    env = {"XCEPTION_WEIGHTS": weights}
+    results = {"weights": weights_source, "load_before": os.getloadavg()}
+    # Before any server runs, so that nothing else competes for the cores.
+    results["forward"] = compiled_xception_forward(weights, args.xception_requests)
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
+        results.update(cold_start(Path(scratch), requests, env))
+        results.update(warm_server(Path(scratch), requests, env, args))
+    results["load_after"] = os.getloadavg()
+    return results
+
+
+def table(header, rows):
+    """A markdown table; columns after the first are right-aligned."""
+    return [f"| {' | '.join(header)} |", "|---|" + "---:|" * (len(header) - 1),
+            *(f"| {' | '.join(str(cell) for cell in row)} |" for row in rows)]
+
+
+def latency_section(results):
+    rows = [(name, len(times), f"{percentile_ms(times, 50):.2f}", f"{percentile_ms(times, 99):.2f}", errors)
+            for name, (times, errors) in results["latency"].items()]
+    forward = results["forward"]
+    rows.append(("compiled Xception forward pass, in the benchmark process", len(forward),
+                 f"{percentile_ms(forward, 50):.2f}", f"{percentile_ms(forward, 99):.2f}", ""))
+    return ["## Latency, one client, keep-alive", "", *table(("request", "n", "p50 ms", "p99 ms", "errors"), rows)]
+
+
+def throughput_section(results):
+    rows = [(name, clients, f"{rate:.1f}", f"{percentile_ms(times, 50):.1f}", f"{percentile_ms(times, 99):.1f}", errors)
+            for (name, clients), (rate, times, errors) in results["throughput"].items()]
+    return ["## Throughput", "", *table(("request", "clients", "requests/s", "p50 ms", "p99 ms", "errors"), rows)]
+
+
+def goals_section(results):
+    p50 = {name: percentile_ms(times, 50) for name, (times, _) in results["latency"].items()}
+    ratios = [
+        ("digit (dense) p50 / health p50", p50["POST /api/predict/mnist dense"] / p50["GET /health"], DIGIT_GOAL),
+        ("digit (cnn) p50 / health p50", p50["POST /api/predict/mnist cnn"] / p50["GET /health"], DIGIT_GOAL),
+        ("Xception served p50 / compiled forward p50",
+         p50["POST /api/predict/xception"] / percentile_ms(results["forward"], 50), XCEPTION_GOAL),
+    ]
+    rows = [(name, f"{value:.2f}", f"<= {goal}", "yes" if value <= goal else "NO") for name, value, goal in ratios]
+    for arch in ("dense", "cnn"):  # for comparison: the model path alone, no image work, no upload stored
+        value = p50[f"POST /v1/models/mnist_{arch}:predict"] / p50["GET /health"]
+        rows.append((f"TF Serving predict ({arch}, one instance) p50 / health p50", f"{value:.2f}", "", ""))
+    return ["## Goals", "", *table(("ratio", "value", "goal", "met"), rows)]
+
+
+def startup_section(results):
+    rows = [
+        ("launch to first digit prediction (`make run` defaults)", f"{results['first digit']:.1f} s"),
+        ("launch to first Xception prediction (loads on first use)", f"{results['first xception']:.1f} s"),
+    ]
+    for key, when in (("memory digits", "digit models warm, no Xception"),
+                      ("memory warm", "warm, Xception loaded"),
+                      ("memory loaded", "after the throughput runs")):
+        rss, pss = results[key]
+        rows.append((f"memory, {when}: RSS master + workers (PSS total)",
+                     f"{' + '.join(f'{mb:.0f}' for mb in rss)} = {sum(rss):.0f} MB ({pss:.0f} MB)"))
+    return ["## Start-up and memory", "", *table(("measure", "value"), rows)]
+
+
+def report(results, args):
+    """The results as a markdown document."""
+    workers = os.environ.get("WEB_CONCURRENCY", "2")
+    threads = os.environ.get("GUNICORN_THREADS", "4")
+    lines = [
+        f"# Benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"{os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()}, "
+        f"gunicorn {workers} workers x {threads} threads (gunicorn.conf.py), Xception weights: {results['weights']}. "
+        f"Load average before/after: {results['load_before'][0]:.2f} / {results['load_after'][0]:.2f}. "
+        f"{args.requests} sequential requests per digit or health row, {args.xception_requests} for Xception; "
+        f"throughput runs of {args.duration:g} s ({3 * args.duration:g} s for Xception).",
+    ]
+    for section in (latency_section, throughput_section, goals_section, startup_section):
+        lines += ["", *section(results)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--requests", type=int, default=500, help="sequential requests per digit/health row")
+    parser.add_argument("--xception-requests", type=int, default=30, help="sequential Xception requests")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, short runs")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.xception_requests, args.duration = 50, 5, 1.0
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    markdown = report(run(args), args)
+    print(markdown)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
