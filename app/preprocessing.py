@@ -88,7 +88,8 @@ def grayscale(image):
     if max(image.size) > WORK_SIZE:
         image = image.copy()
         image.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    gray = image if image.mode == "L" else image.convert("L")
+    return np.asarray(gray, dtype=np.float32) / 255.0
 
 
 def median(values):
@@ -208,10 +209,12 @@ def centre_by_mass(box):
     """Place the box in 28x28 so that its centre of mass lands where MNIST's do."""
     height, width = box.shape
     top, left = (MNIST_SIZE - height) // 2, (MNIST_SIZE - width) // 2
-    cy, cx = ndimage.center_of_mass(box)
+    total = box.sum()
+    cy = box.sum(axis=1) @ np.arange(height) / total
+    cx = box.sum(axis=0) @ np.arange(width) / total
     # Integer shifts, as MNIST did, held so that no ink falls off the edge.
-    dy = int(np.clip(round(MNIST_CENTRE - (top + cy)), -top, MNIST_SIZE - height - top))
-    dx = int(np.clip(round(MNIST_CENTRE - (left + cx)), -left, MNIST_SIZE - width - left))
+    dy = min(max(round(MNIST_CENTRE - (top + cy)), -top), MNIST_SIZE - height - top)
+    dx = min(max(round(MNIST_CENTRE - (left + cx)), -left), MNIST_SIZE - width - left)
     out = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
     out[top + dy : top + dy + height, left + dx : left + dx + width] = box
     return out

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.models import DIGIT_MODELS, CompiledModel
+from app.models import DIGIT_MODELS, CompiledModel, DenseStackModel
 from app.preprocessing import prepare_image
 from helpers import encode, post_file
 from train_mnist import to_model_input
 
 
 @pytest.mark.parametrize("name", DIGIT_MODELS)
-def test_compiled_model_equals_keras_predict_on_500_digits(registry, mnist_sample, name):
+def test_the_served_model_equals_keras_predict_on_500_digits(registry, mnist_sample, name):
     model = registry.digit(name)
     x = to_model_input(mnist_sample[0], name)
     expected = model.keras_model.predict(x, verbose=0)  # batches of 32, Keras' way
@@ -48,3 +48,12 @@ def test_any_array_shaped_like_the_input_is_accepted(registry, name):
     expected = model(digit.astype(np.float32).reshape(1, *model.input_shape))
     for same_digit in (digit, digit.ravel().tolist(), digit[None, ..., None]):
         assert np.array_equal(model(same_digit), expected)
+
+
+def test_the_lessons_dense_net_runs_in_numpy_and_the_cnn_as_a_graph(registry, mnist_sample):
+    assert isinstance(registry.digit("dense"), DenseStackModel)
+    assert isinstance(registry.digit("cnn"), CompiledModel)
+    # Both fast paths agree with the compiled TensorFlow graph of the same model.
+    x = to_model_input(mnist_sample[0], "dense")
+    graph = CompiledModel(registry.digit("dense").keras_model)
+    np.testing.assert_allclose(registry.digit("dense")(x), graph(x), rtol=1e-5, atol=1e-6)
