@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 DIGIT_MODELS = ("dense", "cnn")
 IMAGENET_INDEX = Path(__file__).parent / "data" / "imagenet_class_index.json"
 XCEPTION_RETRY_SECONDS = 60  # after a failed load, don't retry (or re-download) on every request
-SLOW_LOAD_SECONDS = 2.0  # a first request that waited longer than this is told why
 
 
 class ModelUnavailable(RuntimeError):

@@ -5,7 +5,7 @@ Route -> read_upload -> prepare_image -> model -> JSON or template.
 
 from flask import abort, current_app
 
-from .models import DIGIT_MODELS, SLOW_LOAD_SECONDS, ModelUnavailable, top_predictions
+from .models import DIGIT_MODELS, ModelUnavailable, top_predictions
 from .preprocessing import NoDigitFound, prepare_image, prepare_xception_input
 
 
@@ -50,6 +50,6 @@ def xception_top5(upload):
 
 def load_note(load_seconds):
     """What to tell the user whose request had to wait for Xception to load."""
-    if load_seconds is None or load_seconds < SLOW_LOAD_SECONDS:
+    if load_seconds is None:
         return None
     return f"Xception's weights were loaded for this request ({load_seconds:.1f} s); later requests are faster"

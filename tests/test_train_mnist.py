@@ -19,16 +19,19 @@ MNIST = FIXTURES / "mnist"
 
 def write_idx(path, magic, shape, payload, compress=False):
     data = struct.pack(f">I{len(shape)}I", magic, *shape) + payload
-    (gzip.open if compress else open)(path, "wb").write(data)
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(data)
     return path
 
 
 def copy_fixture(tmp_path, compress=True):
     """The fixture's four files in tmp_path, gzipped or not, for tests to break."""
     for name in train_mnist.IDX_FILES.values():
-        raw = gzip.open(MNIST / f"{name}.gz").read()
+        with gzip.open(MNIST / f"{name}.gz") as f:
+            raw = f.read()
         target = tmp_path / (f"{name}.gz" if compress else name)
-        (gzip.open if compress else open)(target, "wb").write(raw)
+        with (gzip.open if compress else open)(target, "wb") as f:
+            f.write(raw)
     return tmp_path
 
 
