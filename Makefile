@@ -1,5 +1,8 @@
-# make run   - serve the app with gunicorn on 127.0.0.1:$(PORT)
-# make test  - run the test suite (browser tests too when Chromium is installed)
+# make run        - serve the app with gunicorn on 127.0.0.1:$(PORT)
+# make test       - run the test suite (browser tests too when Chromium is installed)
+# make train      - retrain both digit models (TRAIN_ARGS="--data DIR" offline)
+# make benchmark  - measure the production server over HTTP (benchmarks/results/latest.md)
+# make export     - write TensorFlow SavedModels to models/export/ for TF Serving
 # Both create .venv and install the pinned requirements the first time, and
 # again only when a requirements file changes (the stamp files below).
 
