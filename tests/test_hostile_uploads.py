@@ -37,8 +37,7 @@ MEGABYTE = 1024 * 1024
 DIGIT_INDEX = {1: 8, 2: 0, 3: 44, 4: 21, 5: 56, 6: 20, 7: 6, 8: 30, 9: 15}
 
 
-@pytest.fixture(scope="module")
-def handwritten(mnist_sample):
+def handwriting_from(mnist_sample):
     """handwritten(label) -> that MNIST digit in dark ink on white paper, 120x120 uint8."""
     images, labels = mnist_sample
 
@@ -49,6 +48,11 @@ def handwritten(mnist_sample):
         return 255 - np.asarray(large)
 
     return draw
+
+
+@pytest.fixture(scope="module")
+def handwritten(mnist_sample):
+    return handwriting_from(mnist_sample)
 
 
 def post_whole_body(client, url, data, filename="digit.png"):
