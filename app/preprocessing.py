@@ -112,8 +112,12 @@ def ink_map(gray):
     light_background = median(gray) > (blurred.min() + blurred.max()) / 2
     ink = 1.0 - gray if light_background else gray
     if min(ink.shape) > 64:
-        width = min(ink.shape) // 4
-        background = ndimage.uniform_filter(ndimage.grey_opening(ink, size=width), width)
+        # Lighting varies slowly: estimate it on a quarter-size copy (16x less work),
+        # with a minimum filter first so that no stroke survives the reduction.
+        small = ndimage.minimum_filter(ink, 4)[::4, ::4]
+        width = min(small.shape) // 4
+        smooth = ndimage.uniform_filter(ndimage.grey_opening(small, size=width), width)
+        background = resize(smooth, (ink.shape[1], ink.shape[0]), Image.Resampling.BILINEAR)
     else:
         background = median(ink)
     ink = np.clip(ink - background, 0.0, None)
@@ -178,9 +182,9 @@ def thicken_thin_strokes(crop):
     return np.pad(thick, radius)  # the dilated strokes need room at the edges
 
 
-def resize(array, size):
-    """A float image resized with Lanczos (antialiased when shrinking), clipped at 0."""
-    image = Image.fromarray(array.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+def resize(array, size, resample=Image.Resampling.LANCZOS):
+    """A float image resized (antialiased when shrinking), clipped at 0."""
+    image = Image.fromarray(array.astype(np.float32), mode="F").resize(size, resample)
     return np.clip(np.asarray(image), 0.0, None)
 
 
