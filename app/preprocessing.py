@@ -111,7 +111,8 @@ def ink_map(gray):
     blurred = ndimage.uniform_filter(gray, 3)
     light_background = median(gray) > (blurred.min() + blurred.max()) / 2
     ink = 1.0 - gray if light_background else gray
-    if min(ink.shape) > 64:
+    photo = min(ink.shape) > 64
+    if photo:
         # Lighting varies slowly: estimate it on a quarter-size copy (16x less work),
         # with a minimum filter first so that no stroke survives the reduction.
         small = ndimage.minimum_filter(ink, 4)[::4, ::4]
@@ -125,13 +126,14 @@ def ink_map(gray):
     if peak < MIN_CONTRAST:
         raise NoDigitFound("no digit found: the image looks blank")
     ink /= peak
-    # Paper grain and JPEG noise sit a few deviations above zero; cut them off softly.
-    level = median(ink)
-    noise = median(np.abs(ink - level)) * 1.4826
-    floor = min(0.5, level + 3 * noise)
-    if floor > 0:
-        ink = np.clip((ink - floor) / (1.0 - floor), 0.0, 1.0)
-    ink[ink < 0.5 / 255] = 0.0  # rounding residue of the background filters: no ink
+    if photo:  # (a small image's median is its background: below it, all is zero already)
+        # Paper grain and JPEG noise sit a few deviations above zero; cut them off softly.
+        level = median(ink)
+        noise = median(np.abs(ink - level)) * 1.4826
+        floor = min(0.5, level + 3 * noise)
+        if floor > 0:
+            ink = np.clip((ink - floor) / (1.0 - floor), 0.0, 1.0)
+        ink[ink < 0.5 / 255] = 0.0  # rounding residue of the background filters: no ink
     return ink
 
 
