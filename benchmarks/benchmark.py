@@ -458,7 +458,7 @@ def report(results, args):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--requests", type=int, default=500, help="sequential requests per digit/health row")
+    parser.add_argument("--requests", type=int, default=1000, help="rounds of health, digit and TF Serving requests, per model")
     parser.add_argument("--xception-requests", type=int, default=30, help="sequential Xception requests")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, short runs")
