@@ -9,6 +9,8 @@ from pathlib import Path
 
 from flask import Flask
 
+from .images import DEFAULT_MAX_PIXELS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Settings a deployment may change through environment variables, with their types.
@@ -37,7 +39,7 @@ def create_app(test_config=None):
         # a file part in memory while it looks for the boundary: 64 KB broke real JPEGs.
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
         MAX_FORM_PARTS=16,
-        MAX_IMAGE_PIXELS=40_000_000,
+        MAX_IMAGE_PIXELS=DEFAULT_MAX_PIXELS,  # 40 megapixels
         UPLOAD_MAX_FILES=1000,  # past either cap, the oldest uploads are deleted
         UPLOAD_MAX_BYTES=500 * 1024 * 1024,
         UPLOAD_PRUNE_EVERY=100,  # a scan of 1,000 uploads takes ~5 ms: amortise it

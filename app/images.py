@@ -16,8 +16,6 @@ from PIL import Image, ImageFile
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 # Phone JPEGs with a depth or preview picture open as MPO: still a JPEG on disk.
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
-MIME_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif",
-              "bmp": "image/bmp", "webp": "image/webp", "tif": "image/tiff"}
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: a 12 MP phone photo fits three times over
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # the default; stated because it matters here
