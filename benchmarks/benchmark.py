@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+from helpers import multipart  # noqa: E402
 from live_server import all_workers_warm, free_port  # noqa: E402
 from train_mnist import load_mnist_idx  # noqa: E402
 
@@ -57,19 +57,10 @@ XCEPTION_GOAL = 1.25  # served Xception p50 / in-process forward pass p50
 """
 
 
-def multipart(filename, data, content_type, **fields):
-    """A multipart/form-data body with the file in field 'file'; returns (body, headers)."""
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        f"Content-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n"
-    )
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+def upload(filename, data, **fields):
+    """(body, headers) of a multipart upload, built once per kind of request."""
+    body, content_type = multipart(data, filename, **fields)
+    return body, {"Content-Type": content_type}
 
 
 def mnist_digit():
@@ -108,9 +99,9 @@ def request_table():
     png, jpeg = digit_png(), photo_jpeg()
     return {
         "GET /health": ("GET", "/health", None, {}),
-        "POST /api/predict/mnist dense": ("POST", "/api/predict/mnist", *multipart("digit.png", png, "image/png", model="dense")),
-        "POST /api/predict/mnist cnn": ("POST", "/api/predict/mnist", *multipart("digit.png", png, "image/png", model="cnn")),
-        "POST /api/predict/xception": ("POST", "/api/predict/xception", *multipart("photo.jpg", jpeg, "image/jpeg")),
+        "POST /api/predict/mnist dense": ("POST", "/api/predict/mnist", *upload("digit.png", png, model="dense")),
+        "POST /api/predict/mnist cnn": ("POST", "/api/predict/mnist", *upload("digit.png", png, model="cnn")),
+        "POST /api/predict/xception": ("POST", "/api/predict/xception", *upload("photo.jpg", jpeg)),
         # The same models without the image work and upload storage: what the model path itself costs.
         "POST /v1/models/mnist_dense:predict": ("POST", "/v1/models/mnist_dense:predict", *tf_serving_body("dense")),
         "POST /v1/models/mnist_cnn:predict": ("POST", "/v1/models/mnist_cnn:predict", *tf_serving_body("cnn")),

@@ -167,7 +167,7 @@ def test_predict_one_test_digit(one_epoch_run, mnist_sample):
     result = run_cli("--data", str(MNIST), "--out", str(out), "--predict", "3")
     assert result.returncode == 0, result.stderr
     assert "probabilities: [" in result.stdout
-    assert f"test image #3: predicted " in result.stdout
+    assert "test image #3: predicted " in result.stdout
     assert f"true label {mnist_sample[1][3]}" in result.stdout
 
 
