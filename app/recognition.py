@@ -29,13 +29,17 @@ def digit_from(upload):
         abort(400, description=str(exc))
 
 
-def digit_probabilities(digit, model_name):
-    """The model's 10 probabilities for one prepared digit; 503 when it can't load."""
+def digit_model(model_name):
+    """The loaded digit model; 503, saying how to get it, when it can't load."""
     try:
-        model = registry().digit(model_name)
+        return registry().digit(model_name)
     except ModelUnavailable as exc:
         abort(503, description=str(exc))
-    return model(digit)[0]
+
+
+def digit_probabilities(digit, model_name):
+    """The model's 10 probabilities for one prepared digit."""
+    return digit_model(model_name)(digit)[0]
 
 
 def xception_top5(upload):

@@ -26,7 +26,7 @@ from flask import Blueprint, abort, jsonify, request
 from werkzeug.routing import BaseConverter
 
 from .models import DIGIT_MODELS, ModelUnavailable
-from .recognition import registry
+from .recognition import digit_model, registry
 
 bp = Blueprint("serving", __name__, url_prefix="/v1/models")
 
@@ -136,10 +136,7 @@ def registry_name(name, version):
 
 def served_model(name, version):
     """The compiled model behind a served name; 404 unknown, 503 when its file is missing."""
-    try:
-        return registry().digit(registry_name(name, version))
-    except ModelUnavailable as exc:
-        abort(503, description=str(exc))
+    return digit_model(registry_name(name, version))
 
 
 def input_name(model):
