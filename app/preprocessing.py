@@ -19,7 +19,13 @@ MIN_SIZE = 8  # smaller than this is no picture of a digit
 MIN_CONTRAST = 0.08  # ink this faint (on a 0-1 scale) is noise on a blank page
 INK_CORE = 0.25  # part of a stroke, after the ink is scaled to 0-1
 MIN_PART = 0.02  # pieces smaller than this share of the largest are specks
-LINE_SPAN = 0.6  # a straight run across this share of a photo is a ruled line, not a digit
+LINE_SPAN = 0.6  # a straight run across this share of a picture may be a ruled line ...
+LINE_SAG = 0.005  # ... give or take this share of the picture across it, with
+LINE_FILL = 0.9  # this share of the run inked (noise breaks faint lines) ...
+LINE_FAINT = 0.5  # ... where its ink is this faint (print, beside the pen); or if it is dark but
+LINE_THINNER = 0.6  # this much thinner than the digit's strokes, or runs on past both
+LINE_BEYOND = 0.25  # ends of the digit by this share of the digit's size (page edges)
+LINE_DIGIT_PART = 0.25  # smaller than this share of the largest piece: a scrap, not the digit
 MNIST_STROKE = 0.17  # MNIST's median stroke width, as a share of the 20-pixel box
 THIN_STROKE = 0.11  # thinner than this (MNIST's 10th percentile is 0.13) gets thickened
 STROKE_BOX = 80  # the size at which strokes are measured and thickened
@@ -137,13 +143,70 @@ def ink_map(gray):
     return ink
 
 
-def ruled_lines(core):
-    """Long straight horizontal or vertical runs of ink: ruled paper, margins, page edges."""
-    lines = np.zeros_like(core)
+def straight_runs(core):
+    """Horizontal and vertical runs of ink longer than LINE_SPAN of the picture, as
+    (mask, axis along which the run goes): candidates for ruled lines and page edges.
+    A run may sag by a few pixels (a photo is never quite square to the page) and have
+    small gaps (noise breaks faint lines)."""
+    runs = []
     for axis in (0, 1):
         length = int(core.shape[axis] * LINE_SPAN)
-        full_run = ndimage.uniform_filter1d(core.astype(np.float32), length, axis=axis) > 0.999
-        lines |= ndimage.maximum_filter1d(full_run, length, axis=axis)
+        sag = 2 * max(1, round(LINE_SAG * core.shape[1 - axis])) + 1
+        band = ndimage.maximum_filter1d(core, sag, axis=1 - axis).astype(np.float32)
+        full_run = ndimage.uniform_filter1d(band, length, axis=axis) > LINE_FILL
+        run = ndimage.maximum_filter1d(full_run, length, axis=axis)
+        run = ndimage.maximum_filter1d(run, sag, axis=1 - axis) & core
+        if run.any():
+            runs.append((run, axis))
+    return runs
+
+
+def ruled_lines(ink, core):
+    """The long straight runs that belong to the page (ruled lines, margins, page edges),
+    not to the digit, as a mask.
+
+    A confident stroke is long and straight too: a 1 drawn down the canvas, the bar of a
+    7 or a 5, the base of a 2. A page's print is faint beside the pen (the ink map's
+    peak is 1), so the faint ink of a run goes and the digit's darker ink where it
+    crosses stays. What is left of a run, if still long, goes only when the rest of the
+    ink, the digit, shows that it is no stroke: it is much thinner than the digit's
+    strokes, or runs on well past the digit at both ends (a page edge). When the rest
+    is mere scraps, the long dark runs are the digit itself (a 1, a 4).
+    """
+    runs = straight_runs(core)
+    if not runs:
+        return np.zeros_like(core)
+    lines = np.logical_or.reduce([run for run, _ in runs]) & (ink < LINE_FAINT)
+    dark_runs = []  # (box, piece, axis) of what is left of each run, when it is still long
+    for run, axis in runs:
+        pieces, _ = ndimage.label(run & ~lines)
+        for index, box in enumerate(ndimage.find_objects(pieces), start=1):
+            if box[axis].stop - box[axis].start >= core.shape[axis] * LINE_SPAN:
+                dark_runs.append((box, pieces[box] == index, axis))
+    if not dark_runs:
+        return ndimage.binary_dilation(lines)
+    # The rest: all but the runs' faint ink and their long dark remains (a digit crossed
+    # by faint lines stays in one piece).
+    dark = np.zeros_like(core)
+    for box, piece, _ in dark_runs:
+        dark[box] |= piece
+    rest = core & ~lines & ~ndimage.binary_dilation(dark)
+    labels, _ = ndimage.label(rest, structure=np.ones((3, 3)))
+    areas = np.bincount(labels.ravel())
+    areas[0] = 0
+    if areas.max() < LINE_DIGIT_PART * max(piece.sum() for _, piece, _ in dark_runs):
+        return ndimage.binary_dilation(lines)
+    digit = (areas >= LINE_DIGIT_PART * areas.max())[labels]  # the digit's pieces, not specks or scraps
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    extent = ((rows[0], rows[-1]), (cols[0], cols[-1]))  # along axis 0 and axis 1
+    digit_size = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    digit_width = stroke_width(digit)
+    for box, piece, axis in dark_runs:
+        start, stop = box[axis].start, box[axis].stop - 1
+        beyond = min(extent[axis][0] - start, stop - extent[axis][1])
+        thinner = piece.sum() / (stop - start + 1) < LINE_THINNER * digit_width
+        if beyond >= LINE_BEYOND * digit_size or thinner:
+            lines[box] |= piece
     return ndimage.binary_dilation(lines)
 
 
@@ -151,7 +214,7 @@ def keep_digit(ink):
     """Zero out specks, ruled lines and page edges, keeping the digit and its soft rim."""
     core = ink > INK_CORE
     if min(ink.shape) > 64:  # photos and scans; a 28x28 digit has no paper to rule
-        core &= ~ruled_lines(core)
+        core &= ~ruled_lines(ink, core)
     labels, count = ndimage.label(core, structure=np.ones((3, 3)))
     if count == 0:
         raise NoDigitFound("no digit found: the image looks blank")

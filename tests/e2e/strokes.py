@@ -12,6 +12,20 @@ ONE = [[(0.52, 0.18), (0.49, 0.82)]]
 # A 1 with a small flag at the top, drawn in one go.
 ONE_WITH_FLAG = [[(0.42, 0.28), (0.53, 0.18), (0.50, 0.82)]]
 
+
+
+def canvas_units(name, fill=0.8):
+    """One of app.samples' straight-stroke digits, sized and centred as a person would draw it."""
+    from app.samples import CANVAS_SIZE, STRAIGHT_DIGITS, place
+
+    _, strokes = STRAIGHT_DIGITS[name]
+    return [[(x / CANVAS_SIZE, y / CANVAS_SIZE) for x, y in stroke] for stroke in place(strokes, fill)]
+
+
+VERTICAL_ONE = canvas_units("vertical 1", fill=0.9)  # the "no digit found" of the last round
+WIDE_SEVEN = canvas_units("7 with a bar wider than tall", fill=0.9)
+STRAIGHT_FOUR = canvas_units("open 4")
+
 STEP_PX = 4  # how far the pointer travels between two move events
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from .strokes import ONE, ONE_WITH_FLAG, SEVEN, canvas_is_blank, draw_with_mouse
+from .strokes import (ONE, ONE_WITH_FLAG, SEVEN, STRAIGHT_FOUR, VERTICAL_ONE, WIDE_SEVEN, canvas_is_blank,
+                      draw_with_mouse)
 
 PHOTOS = Path(__file__).resolve().parent.parent / "fixtures" / "photos"
 
@@ -28,7 +29,10 @@ def test_an_uploaded_photo_of_a_digit_is_recognised(page, photo, digit):
     (SEVEN, "7"),
     (ONE, "1"),
     (ONE_WITH_FLAG, "1"),
-], ids=["seven", "one", "one-with-flag"])
+    (VERTICAL_ONE, "1"),
+    (WIDE_SEVEN, "7"),
+    (STRAIGHT_FOUR, "4"),
+], ids=["seven", "one", "one-with-flag", "vertical-one-down-the-canvas", "wide-seven", "straight-four"])
 def test_a_digit_drawn_with_the_mouse_is_recognised(page, strokes, digit):
     page.goto("/")
     draw_with_mouse(page, page.get_by_test_id("draw-canvas"), strokes)

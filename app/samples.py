@@ -1,0 +1,110 @@
+"""Inputs as people send them, made on demand: digits drawn on the home page's canvas.
+
+Shared by the tests, the benchmark and the scripts, so that each measures the same
+thing. No Flask in here.
+
+A digit is a list of strokes, a stroke a list of waypoints. In `STRAIGHT_DIGITS`
+the waypoints are in "digit units": the digit is 1 tall, x runs from 0 to its width.
+`draw_on_canvas` scales a digit to a share of the canvas, places it, and draws it with
+the page's pen (app/static/draw.js: 18 px, round caps and joins, black on white).
+"""
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CANVAS_SIZE = 280  # the home page's canvas, in canvas pixels
+PEN_WIDTH = 18  # draw.js's lineWidth
+
+# Digits made of straight or gently bent strokes, as people draw them with a mouse:
+# name -> (digit, strokes). Each one is a case that a ruled-line filter must not eat.
+STRAIGHT_DIGITS = {
+    "vertical 1": (1, [[(0.0, 0.0), (0.0, 1.0)]]),
+    "1 with flag and base": (1, [[(-0.22, 0.16), (0.0, 0.0), (0.0, 1.0)], [(-0.22, 1.0), (0.22, 1.0)]]),
+    "slanted 1": (1, [[(0.2, 0.0), (-0.05, 1.0)]]),
+    "open 4": (4, [[(0.05, 0.0), (0.0, 0.6), (0.7, 0.6)], [(0.52, 0.12), (0.52, 1.0)]]),
+    "closed 4": (4, [[(0.52, 0.0), (0.0, 0.64), (0.7, 0.64)], [(0.52, 0.0), (0.52, 1.0)]]),
+    "7": (7, [[(0.0, 0.0), (0.62, 0.0), (0.22, 1.0)]]),
+    "7 with a crossbar": (7, [[(0.0, 0.0), (0.62, 0.0), (0.22, 1.0)], [(0.2, 0.5), (0.6, 0.5)]]),
+    "7 with a bar wider than tall": (7, [[(0.0, 0.0), (1.25, 0.0), (0.65, 1.0)]]),
+    "2 with a long base": (2, [[(0.04, 0.22), (0.2, 0.03), (0.42, 0.0), (0.62, 0.1), (0.66, 0.3),
+                                (0.5, 0.55), (0.02, 1.0), (0.9, 1.0)]]),
+    "5 with a long top bar": (5, [[(0.12, 0.0), (0.06, 0.45), (0.36, 0.37), (0.6, 0.45), (0.68, 0.68),
+                                   (0.55, 0.9), (0.3, 1.0), (0.02, 0.92)], [(0.12, 0.0), (0.85, 0.0)]]),
+}
+
+
+def place(strokes, fill, anchor=(0.5, 0.5), canvas=CANVAS_SIZE, pen=PEN_WIDTH):
+    """Digit units -> canvas pixels: the digit's longer side spans `fill` of the canvas.
+
+    `anchor` says where the digit sits in the room left over: (0, 0) top left,
+    (0.5, 0.5) centred, (1, 1) bottom right. The pen's round caps stay on the canvas.
+    """
+    points = np.array([point for stroke in strokes for point in stroke], dtype=float)
+    low, high = points.min(axis=0), points.max(axis=0)
+    scale = (fill * canvas - pen) / max(high - low)
+    room = canvas - pen - (high - low) * scale
+    origin = pen / 2 + room * np.asarray(anchor) - low * scale
+    return [[tuple(origin + np.asarray(point) * scale) for point in stroke] for stroke in strokes]
+
+
+def draw_on_canvas(strokes, fill=0.75, anchor=(0.5, 0.5), canvas=CANVAS_SIZE, pen=PEN_WIDTH):
+    """The digit as the page's canvas would hold it: an RGB image, black ink on white."""
+    image = Image.new("RGB", (canvas, canvas), "white")
+    draw = ImageDraw.Draw(image)
+    radius = pen / 2
+    for stroke in place(strokes, fill, anchor, canvas, pen):
+        if len(stroke) > 1:
+            draw.line(stroke, fill="black", width=pen, joint="curve")
+        for x, y in (stroke[0], stroke[-1]):  # round caps
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill="black")
+    return image
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def photograph(drawing, size=(640, 480), paper="plain", digit_height=0.5, seed=0):
+    """A drawing as a phone would photograph it on paper: an RGB image of `size`.
+
+    `drawing` is black ink on white (as `draw_on_canvas` makes), scaled so that it is
+    `digit_height` of the photo's height and placed off-centre. `paper` is "plain",
+    "ruled" (blue lines and a red margin, as in a school exercise book) or "squared".
+    The lighting is uneven and the sensor noisy, as in real photos.
+    """
+    rng = np.random.default_rng(seed)
+    width, height = size
+    side = round(digit_height * height)
+    ink = 1.0 - np.asarray(drawing.convert("L").resize((side, side), Image.Resampling.BILINEAR),
+                           dtype=np.float32) / 255.0
+    coverage = np.zeros((height, width), np.float32)
+    top = int(rng.integers(height // 20, height - side - height // 20 + 1))
+    left = int(rng.integers(width // 8, width - side - width // 8 + 1))
+    coverage[top : top + side, left : left + side] = ink * 0.92  # ballpoint ink is not pitch black
+    page = np.empty((height, width, 3), np.float32)
+    page[:] = (238, 236, 228)  # off-white paper
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    spacing = height / 14
+    line = np.zeros((height, width), np.float32)
+    if paper in ("ruled", "squared"):
+        line = np.maximum(line, np.clip(1.4 - np.abs(y % spacing - spacing / 2) * 800 / height, 0, 1))
+    if paper == "squared":
+        line = np.maximum(line, np.clip(1.4 - np.abs(x % spacing - spacing / 2) * 800 / height, 0, 1))
+    page = page * (1 - 0.7 * line[..., None]) + np.array((110, 140, 200), np.float32) * 0.7 * line[..., None]
+    if paper == "ruled":  # the margin
+        margin = np.clip(1.5 - np.abs(x - width * 0.1) * 600 / height, 0, 1)[..., None]
+        page = page * (1 - 0.6 * margin) + np.array((210, 80, 80), np.float32) * 0.6 * margin
+    photo = page * (1 - coverage[..., None]) + np.array((30, 35, 60), np.float32) * coverage[..., None]
+    light = 1.0 - 0.18 * (x / width) * (0.5 + y / height)  # a lamp at the top left
+    photo = photo * light[..., None] + rng.normal(0, 4, photo.shape).astype(np.float32)
+    return Image.fromarray(photo.clip(0, 255).astype(np.uint8), "RGB")
+
+
+def jpeg_bytes(image, quality=90):
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()

@@ -1,0 +1,87 @@
+"""Digits drawn with straight strokes, as people draw them on the home page's canvas,
+and the same digits photographed on plain, ruled and squared paper.
+
+A straight stroke across the canvas is as long as a ruled line: these tests hold
+`prepare_image` to telling them apart. Each drawing is made here, with the page's pen
+(app.samples), at 55-95% of the canvas and at the canvas's middle and corners.
+"""
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.preprocessing import prepare_image
+from app.samples import STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes, photograph, png_bytes
+
+FILLS = (0.55, 0.75, 0.95)
+ANCHORS = {"centre": (0.5, 0.5), "top left": (0, 0), "bottom right": (1, 1), "bottom left": (0, 1),
+           "top right": (1, 0)}
+DRAWINGS = [
+    pytest.param(name, fill, ANCHORS[where], id=f"{name}-{fill:.0%}-{where}")
+    for name, fill, where in itertools.product(STRAIGHT_DIGITS, FILLS, ANCHORS)
+]
+
+
+def answers(registry, digit):
+    return {name: int(registry.digit(name)(digit)[0].argmax()) for name in ("dense", "cnn")}
+
+
+@pytest.mark.parametrize(("name", "fill", "anchor"), DRAWINGS)
+def test_the_cnn_reads_every_straight_stroke_drawing(registry, name, fill, anchor):
+    label, strokes = STRAIGHT_DIGITS[name]
+    digit = prepare_image(Image.open(io.BytesIO(png_bytes(draw_on_canvas(strokes, fill, anchor)))))
+    assert answers(registry, digit)["cnn"] == label
+
+
+def test_the_dense_net_reads_at_least_92_percent_of_the_drawings(registry):
+    right = [
+        answers(registry, prepare_image(draw_on_canvas(strokes, fill, anchor)))["dense"] == label
+        for (label, strokes), fill, anchor in itertools.product(STRAIGHT_DIGITS.values(), FILLS, ANCHORS.values())
+    ]
+    assert np.mean(right) >= 0.92, f"dense read {np.mean(right):.1%} of {len(right)} drawings"
+
+
+@pytest.mark.parametrize("name", ["vertical 1", "7 with a bar wider than tall", "2 with a long base"])
+def test_a_stroke_across_the_whole_canvas_is_kept(name):
+    """Every stroke reaches the 28x28 digit: nothing is cut as if it were a ruled line."""
+    _, strokes = STRAIGHT_DIGITS[name]
+    drawing = draw_on_canvas(strokes, 0.95)
+    digit = prepare_image(drawing)
+    # The drawing's own ink, scaled to the 20x20 box, against the prepared digit's.
+    ink = 255 - np.asarray(drawing.convert("L"), dtype=np.float32)
+    assert (digit > 0.5).sum() >= 0.8 * ink_pixels_in_box(ink)
+
+
+def ink_pixels_in_box(ink):
+    """How many pixels the drawing's ink covers once fitted into MNIST's 20x20 box."""
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    scale = 20 / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BOX))
+    return (small > 127).sum()
+
+
+@pytest.mark.parametrize("paper", ["plain", "ruled", "squared"])
+@pytest.mark.parametrize("name", list(STRAIGHT_DIGITS))
+def test_straight_stroke_digits_photographed_on_paper_are_read(registry, name, paper):
+    label, strokes = STRAIGHT_DIGITS[name]
+    for seed, height in ((1, 0.35), (2, 0.8)):  # a small digit, and one that fills the photo
+        photo = jpeg_bytes(photograph(draw_on_canvas(strokes, 0.9), (640, 480), paper, height, seed))
+        digit = prepare_image(Image.open(io.BytesIO(photo)))
+        assert answers(registry, digit) == {"dense": label, "cnn": label}, f"digit {height:.0%} of the photo"
+
+
+@pytest.mark.parametrize("paper", ["ruled", "squared"])
+def test_the_lines_of_the_paper_are_removed(mnist_sample, paper):
+    """An MNIST digit written on lined paper comes out as it does on plain paper."""
+    images, _ = mnist_sample
+    for image in images[:20]:
+        drawing = Image.fromarray(255 - image).resize((280, 280), Image.Resampling.BICUBIC)
+        on_plain = prepare_image(photograph(drawing, paper="plain", digit_height=0.5, seed=3))
+        on_lines = prepare_image(photograph(drawing, paper=paper, digit_height=0.5, seed=3))
+        assert np.corrcoef(on_plain.ravel(), on_lines.ravel())[0, 1] > 0.9
+
