@@ -3,6 +3,7 @@
 from flask import Blueprint, jsonify, request
 
 from .recognition import checked_model_name, digit_from, digit_probabilities, load_note, registry, xception_top5
+from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
 from .uploads import read_upload, store_upload
 
 bp = Blueprint("api", __name__)
@@ -12,7 +13,7 @@ bp = Blueprint("api", __name__)
 def predict_mnist():
     """Recognise the handwritten digit in the uploaded image."""
     model_name = checked_model_name(request.values.get("model", "dense"))
-    upload = read_upload()
+    upload = read_upload(draft=DIGIT_DRAFT)
     probabilities = digit_probabilities(digit_from(upload), model_name)
     return jsonify(
         model=model_name,
@@ -26,7 +27,7 @@ def predict_mnist():
 @bp.post("/api/predict/xception")
 def predict_xception():
     """Label the uploaded photo with Xception's top-5 ImageNet classes."""
-    upload = read_upload()
+    upload = read_upload(draft=XCEPTION_DRAFT)
     predictions, load_seconds = xception_top5(upload)
     answer = {"model": "xception", "predictions": predictions, "upload": store_upload(upload)}
     note = load_note(load_seconds)

@@ -9,6 +9,7 @@ from PIL import Image
 
 from .models import DIGIT_MODELS, ModelUnavailable
 from .recognition import digit_from, load_note, registry, xception_top5
+from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
 from .uploads import STORED_NAME, read_upload, store_upload
 
 bp = Blueprint("pages", __name__)
@@ -32,7 +33,7 @@ def index():
 @bp.post("/predict")
 def predict():
     """Both digit models' answers for an uploaded or drawn digit."""
-    upload = read_upload()
+    upload = read_upload(draft=DIGIT_DRAFT)
     digit = digit_from(upload)
     results, errors = {}, {}
     for name in DIGIT_MODELS:
@@ -61,7 +62,7 @@ def xception():
     """Upload any photo and see Xception's five likeliest ImageNet labels."""
     if request.method == "GET":
         return render_template("xception.html")
-    upload = read_upload()
+    upload = read_upload(draft=XCEPTION_DRAFT)
     predictions, load_seconds = xception_top5(upload)
     return render_template(
         "xception.html",

@@ -28,8 +28,11 @@ class Upload:
     extension: str
 
 
-def read_upload(field="file"):
-    """The decoded image from the multipart field `field`; aborts with a clear message."""
+def read_upload(field="file", draft=None):
+    """The decoded image from the multipart field `field`; aborts with a clear message.
+
+    `draft`: (mode, size) the caller needs at least, so that JPEGs decode at a reduced
+    scale (preprocessing.DIGIT_DRAFT, XCEPTION_DRAFT)."""
     if field not in request.files:
         abort(400, description=f"no file: send the image in the multipart form field '{field}'")
     sent = request.files[field]
@@ -37,7 +40,7 @@ def read_upload(field="file"):
     if not data and not sent.filename:  # a browser form submitted before a file was chosen
         abort(400, description="no file chosen: choose an image to upload")
     try:
-        image, image_format = open_untrusted(data, current_app.config["MAX_IMAGE_PIXELS"])
+        image, image_format = open_untrusted(data, current_app.config["MAX_IMAGE_PIXELS"], draft)
     except ImageRejected as exc:
         abort(exc.status, description=exc.message)
     return Upload(data=data, image=image, extension=EXTENSIONS[image_format])
