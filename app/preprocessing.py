@@ -27,6 +27,7 @@ MIN_CONTRAST = 0.08  # ink this faint (on a 0-1 scale) is noise on a blank page
 INK_CORE = 0.25  # part of a stroke, after the ink is scaled to 0-1
 MIN_PART = 0.02  # pieces smaller than this share of the largest are specks
 LINE_SPAN = 0.6  # a straight run across this share of a picture may be a ruled line ...
+LINE_SEARCH_SIZE = 128  # pictures twice this size are searched for runs at half size
 LINE_SAG = 0.005  # ... give or take this share of the picture across it, with
 LINE_FILL = 0.9  # this share of the run inked (noise breaks faint lines) ...
 LINE_FAINT = 0.5  # ... where its ink is this faint (print, beside the pen); or if it is dark but
@@ -126,7 +127,8 @@ def drawing_ink(gray):
         return None  # grain, noise or lighting: a photo
     levels = np.arange(256)
     dark_ink = counts @ np.clip(background - levels, 0, None) >= counts @ np.clip(levels - background, 0, None)
-    rows, cols = np.flatnonzero((gray != background).any(axis=1)), np.flatnonzero((gray != background).any(axis=0))
+    drawn = gray != background
+    rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
     if rows.size == 0:
         raise NoDigitFound("no digit found: the image looks blank")
     crop = gray[max(0, rows[0] - 1) : rows[-1] + 2, max(0, cols[0] - 1) : cols[-1] + 2]
@@ -164,11 +166,10 @@ def ink_map(gray):
     if photo:
         # Lighting varies slowly: estimate it on a quarter-size copy (16x less work),
         # each pixel the minimum of its 4x4 block, so that no stroke survives the reduction.
-        height, width = ink.shape[0] // 4 * 4, ink.shape[1] // 4 * 4
-        small = ink[:height, :width].reshape(height // 4, 4, width // 4, 4).min(axis=(1, 3))
+        small = pool(ink, 4, np.minimum)
         width = min(small.shape) // 4
         smooth = ndimage.uniform_filter(ndimage.grey_opening(small, size=width), width)
-        background = resize(smooth, (ink.shape[1], ink.shape[0]), Image.Resampling.BILINEAR)
+        background = unpool(smooth, ink.shape, 4)  # smooth enough that 4x4 steps don't show
     else:
         background = median(ink)
     ink = np.clip(ink - background, 0.0, None)
@@ -183,8 +184,27 @@ def ink_map(gray):
         floor = min(0.5, level + 3 * noise)
         if floor > 0:
             ink = np.clip((ink - floor) / (1.0 - floor), 0.0, 1.0)
-        ink[ink < 0.5 / 255] = 0.0  # rounding residue of the background filters: no ink
+        ink *= ink >= 0.5 / 255  # rounding residue of the background filters: no ink
     return ink
+
+
+def pool(array, factor, combine):
+    """Each factor x factor block combined into one value (np.minimum, np.logical_or, ...);
+    a ragged edge is dropped. Strided views, combined in place: 10x faster than a
+    reshape and a reduction over two axes."""
+    height, width = array.shape[0] // factor * factor, array.shape[1] // factor * factor
+    pooled = array[:height:factor, :width:factor].copy()
+    for dy in range(factor):
+        for dx in range(factor):
+            if dy or dx:
+                combine(pooled, array[dy:height:factor, dx:width:factor], out=pooled)
+    return pooled
+
+
+def unpool(array, shape, factor=2):
+    """A pooled array back at `shape`: each pixel repeated, a ragged edge extended."""
+    large = np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+    return np.pad(large, ((0, shape[0] - large.shape[0]), (0, shape[1] - large.shape[1])), mode="edge")
 
 
 def grow(mask, steps=1):
@@ -204,7 +224,10 @@ def straight_runs(core):
     """Horizontal and vertical runs of ink longer than LINE_SPAN of the picture, as
     (mask, axis along which the run goes): candidates for ruled lines and page edges.
     A run may sag by a few pixels (a photo is never quite square to the page) and have
-    small gaps (noise breaks faint lines)."""
+    small gaps (noise breaks faint lines). Large pictures are searched at half size
+    (4x less work; a line one pixel wide survives the pooling), then mapped back."""
+    if min(core.shape) >= 2 * LINE_SEARCH_SIZE:
+        return [(unpool(run, core.shape) & core, axis) for run, axis in straight_runs(pool(core, 2, np.logical_or))]
     runs = []
     for axis in (0, 1):
         length = int(core.shape[axis] * LINE_SPAN)
@@ -272,23 +295,23 @@ def ruled_lines(ink, core):
 
 def keep_digit(ink):
     """Zero out specks, ruled lines and page edges, keeping the digit and its soft rim;
-    cropped to the digit's neighbourhood."""
+    cropped to the ink's neighbourhood."""
     core = ink > INK_CORE
     if min(ink.shape) > 64:  # photos and scans; a 28x28 digit has no paper to rule
         core &= ~ruled_lines(ink, core)
-    labels, count = ndimage.label(core, structure=np.ones((3, 3)))
-    if count == 0:
+    rows, cols = np.flatnonzero(core.any(axis=1)), np.flatnonzero(core.any(axis=0))
+    if rows.size == 0:
         raise NoDigitFound("no digit found: the image looks blank")
+    # Only the ink's neighbourhood matters from here on: soft anti-aliased rims lie
+    # within two pixels of a stroke's core.
+    box = np.s_[max(0, rows[0] - 2) : rows[-1] + 3, max(0, cols[0] - 2) : cols[-1] + 3]
+    ink, core = ink[box], core[box]
+    labels, count = ndimage.label(core, structure=np.ones((3, 3)))
     areas = np.bincount(labels.ravel())
     areas[0] = 0  # the background
     kept = areas >= MIN_PART * areas.max()
     kept[0] = False
-    digit = kept[labels]
-    # Only the digit's neighbourhood matters from here on: soft anti-aliased rims lie
-    # within two pixels of a stroke's core.
-    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
-    box = np.s_[max(0, rows[0] - 2) : rows[-1] + 3, max(0, cols[0] - 2) : cols[-1] + 3]
-    return np.where(grow(digit[box], 2), ink[box], 0.0)
+    return np.where(grow(kept[labels], 2), ink, 0.0)
 
 
 def stroke_width(ink):

@@ -1,4 +1,5 @@
-"""Inputs as people send them, made on demand: digits drawn on the home page's canvas.
+"""Inputs as people send them, made on demand: digits drawn on the home page's canvas,
+the same digits photographed on paper, and the multipart requests that carry them.
 
 Shared by the tests, the benchmark and the scripts, so that each measures the same
 thing. No Flask in here.
@@ -108,3 +109,18 @@ def jpeg_bytes(image, quality=90):
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def multipart(data, filename="digit.png", **fields):
+    """`data` as the multipart field `file`, encoded by hand: (body bytes, Content-Type).
+
+    For real HTTP clients (the benchmark, the live-server tests), and for bodies over
+    ~500 KB with Flask's test client, which otherwise spools them to a temporary file
+    that it never closes (a ResourceWarning).
+    """
+    boundary = "----digits-test-boundary-7d1f0c"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+             for name, value in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"

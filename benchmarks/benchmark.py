@@ -11,8 +11,14 @@ Xception runs with XCEPTION_WEIGHTS, else Keras' cached ImageNet file, else rand
 weights saved once to benchmarks/results/cache/ (the same speed: only the values differ).
 Nothing is downloaded.
 
-The goals: a digit prediction within 3x a /health round trip, and a served Xception
-prediction within 1.25x one compiled forward pass in this process (what serving adds).
+The inputs: a 28x28 MNIST PNG (the smallest upload), a 7 drawn on the home page's
+canvas (a 280x280 RGBA PNG, as the page sends it), a 12-megapixel phone photo of a 7
+on paper (4000x3000 JPEG, about 2 MB), and a 640x480 photo-like JPEG for Xception.
+
+The goals: a digit prediction within 3x a /health round trip (28x28 PNG), a drawn digit
+within 3x (dense) and 4x (cnn), a 12 MP photo's digit within 0.6x one full decode of
+that JPEG in this process, and a served Xception prediction within 1.25x one compiled
+forward pass in this process (what serving adds), on either photo.
 The /v1 (TF Serving protocol) rows show the digit models without image work or storage.
 """
 
@@ -39,16 +45,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import multipart  # noqa: E402
+from app.samples import STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes, multipart, photograph, png_bytes  # noqa: E402
 from live_server import all_workers_warm, free_port  # noqa: E402
 from train_mnist import load_mnist_idx  # noqa: E402
 
+PHONE_PHOTO = RESULTS / "cache" / "phone_photo_12mp.jpg"
 IMAGENET_WEIGHTS = Path.home() / ".keras" / "models" / "xception_weights_tf_dim_ordering_tf_kernels.h5"
 RANDOM_WEIGHTS = RESULTS / "cache" / "xception_random.weights.h5"
 PHOTO_SIZE = (640, 480)
 CLIENTS = (1, 4, 16)
 THROUGHPUT_REQUESTS = ("POST /api/predict/mnist dense", "POST /api/predict/mnist cnn", "POST /api/predict/xception")
 DIGIT_GOAL = 3.0  # digit p50 / health p50
+CANVAS_GOALS = {"dense": 3.0, "cnn": 4.0}  # a drawn digit's p50 / health p50
+PHONE_PHOTO_GOAL = 0.6  # a 12 MP photo's digit p50 / one full decode of it in this process
 XCEPTION_GOAL = 1.25  # served Xception p50 / in-process forward pass p50
 
 
@@ -76,6 +85,22 @@ def digit_png():
     return buffer.getvalue()
 
 
+def canvas_png():
+    """A 7 drawn on the home page's canvas with its pen, exported as the page does (RGBA PNG)."""
+    _, strokes = STRAIGHT_DIGITS["7"]
+    return png_bytes(draw_on_canvas(strokes, fill=0.75).convert("RGBA"))
+
+
+def phone_photo():
+    """A 12-megapixel phone photo (4000x3000 JPEG, about 2 MB) of a 7 on paper, made once and cached."""
+    if not PHONE_PHOTO.is_file():
+        _, strokes = STRAIGHT_DIGITS["7"]
+        photo = photograph(draw_on_canvas(strokes), size=(4000, 3000), digit_height=0.3, seed=12)
+        PHONE_PHOTO.parent.mkdir(parents=True, exist_ok=True)
+        PHONE_PHOTO.write_bytes(jpeg_bytes(photo, quality=92))
+    return PHONE_PHOTO.read_bytes()
+
+
 def tf_serving_body(arch):
     """The digit as one instance of a TF Serving predict request for `arch`."""
     pixels = mnist_digit().astype(np.float32) / 255.0
@@ -96,12 +121,20 @@ def photo_jpeg(size=PHOTO_SIZE):
 
 def request_table():
     """name -> (method, path, body, headers) for every measured request."""
-    png, jpeg = digit_png(), photo_jpeg()
+    png, jpeg, canvas, phone = digit_png(), photo_jpeg(), canvas_png(), phone_photo()
     return {
         "GET /health": ("GET", "/health", None, {}),
         "POST /api/predict/mnist dense": ("POST", "/api/predict/mnist", *upload("digit.png", png, model="dense")),
         "POST /api/predict/mnist cnn": ("POST", "/api/predict/mnist", *upload("digit.png", png, model="cnn")),
+        "POST /api/predict/mnist dense, canvas": ("POST", "/api/predict/mnist",
+                                                  *upload("drawing.png", canvas, model="dense")),
+        "POST /api/predict/mnist cnn, canvas": ("POST", "/api/predict/mnist", *upload("drawing.png", canvas, model="cnn")),
+        "POST /api/predict/mnist dense, 12 MP photo": ("POST", "/api/predict/mnist",
+                                                       *upload("phone.jpg", phone, model="dense")),
+        "POST /api/predict/mnist cnn, 12 MP photo": ("POST", "/api/predict/mnist",
+                                                     *upload("phone.jpg", phone, model="cnn")),
         "POST /api/predict/xception": ("POST", "/api/predict/xception", *upload("photo.jpg", jpeg)),
+        "POST /api/predict/xception, 12 MP photo": ("POST", "/api/predict/xception", *upload("phone.jpg", phone)),
         # The same models without the image work and upload storage: what the model path itself costs.
         "POST /v1/models/mnist_dense:predict": ("POST", "/v1/models/mnist_dense:predict", *tf_serving_body("dense")),
         "POST /v1/models/mnist_cnn:predict": ("POST", "/v1/models/mnist_cnn:predict", *tf_serving_body("cnn")),
@@ -253,6 +286,16 @@ def compiled_xception_forward(weights, count):
     return times
 
 
+def full_decode(data, count):
+    """Seconds of `count` full Pillow decodes of the JPEG `data` in this process, after warm-up."""
+    times = []
+    for _ in range(count + 3):
+        started = time.perf_counter()
+        Image.open(io.BytesIO(data)).load()
+        times.append(time.perf_counter() - started)
+    return times[3:]
+
+
 def xception_weights():
     """A local Xception weights file, making a random one when there is none."""
     if os.environ.get("XCEPTION_WEIGHTS"):
@@ -339,6 +382,20 @@ def cold_start(workdir, requests, env):
     return results
 
 
+def check_answers(port, requests):
+    """The drawn 7 and the photographed 7 must be read as 7: a fast wrong answer is no result."""
+    client = Client(port)
+    try:
+        for name, request in requests.items():
+            if "canvas" in name or ("12 MP" in name and "xception" not in name):
+                client.connection.request(request[0], request[1], request[2], request[3])
+                answer = json.loads(client.connection.getresponse().read())
+                if answer.get("prediction") != 7:
+                    raise RuntimeError(f"{name}: expected 7, got {answer}")
+    finally:
+        client.close()
+
+
 def warm_server(workdir, requests, env, args):
     """Latency and throughput with every worker warm, Xception included."""
     with production_server(workdir, XCEPTION_EAGER=1, **env) as server:
@@ -346,11 +403,15 @@ def warm_server(workdir, requests, env, args):
         results = {"memory warm": server_memory(server.process.pid), "latency": {}, "throughput": {}}
         # Each model's requests take turns with /health, one model at a time: the CNN runs
         # in TensorFlow, whose threads spin on after a call and would slow whatever came next.
+        check_answers(server.port, requests)
         for arch in ("dense", "cnn"):
-            kinds = ("GET /health", f"POST /api/predict/mnist {arch}", f"POST /v1/models/mnist_{arch}:predict")
+            kinds = ("GET /health", f"POST /api/predict/mnist {arch}", f"POST /api/predict/mnist {arch}, canvas",
+                     f"POST /v1/models/mnist_{arch}:predict")
             turns = interleaved_latency(server.port, {name: requests[name] for name in kinds}, args.requests)
             results["latency"].update(turns if arch == "dense" else {k: v for k, v in turns.items() if k != kinds[0]})
             results[f"health beside {arch}"] = turns[kinds[0]][0]
+        for name in [name for name in requests if "12 MP" in name and "xception" not in name]:
+            results["latency"][name] = sequential_latency(server.port, requests[name], args.photo_requests)
         for name in [name for name in requests if "xception" in name]:
             results["latency"][name] = sequential_latency(server.port, requests[name], args.xception_requests)
         for name in THROUGHPUT_REQUESTS:
@@ -369,6 +430,7 @@ def run(args):
     results = {"weights": weights_source, "load_before": os.getloadavg()}
     # Before any server runs, so that nothing else competes for the cores.
     results["forward"] = compiled_xception_forward(weights, args.xception_requests)
+    results["full decode"] = full_decode(phone_photo(), args.photo_requests)
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
         results.update(cold_start(Path(scratch), requests, env))
         results.update(warm_server(Path(scratch), requests, env, args))
@@ -388,6 +450,9 @@ def latency_section(results):
     forward = results["forward"]
     rows.append(("compiled Xception forward pass, in the benchmark process", len(forward),
                  f"{percentile_ms(forward, 50):.2f}", f"{percentile_ms(forward, 99):.2f}", ""))
+    decode = results["full decode"]
+    rows.append(("one full Pillow decode of the 12 MP photo, in the benchmark process", len(decode),
+                 f"{percentile_ms(decode, 50):.2f}", f"{percentile_ms(decode, 99):.2f}", ""))
     return ["## Latency, one client, keep-alive", "", *table(("request", "n", "p50 ms", "p99 ms", "errors"), rows)]
 
 
@@ -405,6 +470,13 @@ def goals_section(results):
         ("digit (cnn) p50 / health p50", p50["POST /api/predict/mnist cnn"] / health["cnn"], DIGIT_GOAL),
         ("Xception served p50 / compiled forward p50",
          p50["POST /api/predict/xception"] / percentile_ms(results["forward"], 50), XCEPTION_GOAL),
+        *((f"canvas digit ({arch}) p50 / health p50", p50[f"POST /api/predict/mnist {arch}, canvas"] / health[arch],
+           CANVAS_GOALS[arch]) for arch in ("dense", "cnn")),
+        *((f"12 MP photo digit ({arch}) p50 / one full decode p50",
+           p50[f"POST /api/predict/mnist {arch}, 12 MP photo"] / percentile_ms(results["full decode"], 50),
+           PHONE_PHOTO_GOAL) for arch in ("dense", "cnn")),
+        ("Xception on the 12 MP photo p50 / compiled forward p50",
+         p50["POST /api/predict/xception, 12 MP photo"] / percentile_ms(results["forward"], 50), XCEPTION_GOAL),
     ]
     rows = [(name, f"{value:.2f}", f"<= {goal}", "yes" if value <= goal else "NO") for name, value, goal in ratios]
     for arch in ("dense", "cnn"):  # for comparison: the model path alone, no image work, no upload stored
@@ -437,9 +509,11 @@ def report(results, args):
         f"{os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()}, "
         f"gunicorn {workers} workers x {threads} threads (gunicorn.conf.py), Xception weights: {results['weights']}. "
         f"Load average before/after: {results['load_before'][0]:.2f} / {results['load_after'][0]:.2f}. "
-        f"{args.requests} rounds of a health, a digit and a TF Serving request in turn, per model "
+        f"{args.requests} rounds of a health, a digit (28x28 PNG), a drawn digit (canvas PNG) and a TF Serving "
+        "request in turn, per model "
         "(each ratio uses the health requests of its own rounds); "
-        f"{args.xception_requests} sequential Xception requests; "
+        f"{args.photo_requests} sequential 12 MP photo digit requests per model; "
+        f"{args.xception_requests} sequential Xception requests per photo; "
         f"throughput runs of {args.duration:g} s ({3 * args.duration:g} s for Xception).",
     ]
     for section in (latency_section, throughput_section, goals_section, startup_section):
@@ -450,13 +524,15 @@ def report(results, args):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--requests", type=int, default=1000, help="rounds of health, digit and TF Serving requests, per model")
-    parser.add_argument("--xception-requests", type=int, default=30, help="sequential Xception requests")
+    parser.add_argument("--xception-requests", type=int, default=30, help="sequential Xception requests, per input")
+    parser.add_argument("--photo-requests", type=int, default=200,
+                        help="sequential 12 MP photo digit requests, per model, and full decodes of that photo")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, short runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
     args = parser.parse_args(argv)
     if args.quick:
-        args.requests, args.xception_requests, args.duration = 50, 5, 1.0
+        args.requests, args.xception_requests, args.photo_requests, args.duration = 50, 5, 10, 1.0
     return args
 
 

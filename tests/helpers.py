@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.samples import multipart  # noqa: F401 (the tests import it from here too)
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -23,17 +25,3 @@ def post_file(client, url, data, filename="digit.png", **fields):
     """POST `data` as the multipart field `file`."""
     return client.post(url, data={"file": (io.BytesIO(data), filename), **fields},
                        content_type="multipart/form-data")
-
-
-def multipart(data, filename="digit.png", **fields):
-    """`data` as the multipart field `file`, encoded by hand: (body bytes, Content-Type).
-
-    For real HTTP clients, and for bodies over ~500 KB with the test client, which
-    otherwise spools them to a temporary file that it never closes (a ResourceWarning).
-    """
-    boundary = "----digits-test-boundary-7d1f0c"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-             for name, value in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-                 "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
