@@ -1,5 +1,6 @@
 """prepare_image and the Xception input: pure functions, tested on small arrays."""
 
+import functools
 import io
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from app.preprocessing import NoDigitFound, prepare_image, prepare_xception_input
+from app.images import open_untrusted
+from app.preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT, NoDigitFound, prepare_image, prepare_xception_input
 from helpers import encode
 
 
@@ -136,3 +138,78 @@ def test_xception_input_from_any_mode_is_resized_rgb(mode):
     batch = prepare_xception_input(image)
     assert batch.shape == (1, 299, 299, 3)
     assert -1.0 <= batch.min() and batch.max() <= 1.0
+
+
+def phone_jpeg(size=(2400, 1800), orientation=None):
+    """A phone-sized JPEG of a drawn 7 on paper; stored sideways with an EXIF turn when asked."""
+    from app.samples import STRAIGHT_DIGITS, draw_on_canvas, photograph
+
+    photo = photograph(draw_on_canvas(STRAIGHT_DIGITS["7"][1]), size=size, digit_height=0.3, seed=4)
+    if orientation is None:
+        return encode(photo, "JPEG", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # 6: "turn clockwise to view": stored turned anticlockwise
+    return encode(photo.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=90, exif=exif)
+
+
+@pytest.mark.parametrize(("draft", "decoded_size"), [(DIGIT_DRAFT, (600, 450)), (XCEPTION_DRAFT, (600, 450))])
+def test_big_jpegs_decode_at_a_reduced_scale_to_what_the_path_needs(draft, decoded_size):
+    image, _ = open_untrusted(phone_jpeg(), draft=draft)
+    assert image.size == decoded_size  # 1/4 of 2400x1800: the smallest scale that covers the need
+    assert image.mode == draft[0]
+
+
+def test_a_reduced_decode_gives_the_digit_a_full_decode_gives(registry):
+    data = phone_jpeg()
+    reduced = prepare_image(open_untrusted(data, draft=DIGIT_DRAFT)[0])
+    full = prepare_image(open_untrusted(data)[0])
+    blur = functools.partial(ndimage.gaussian_filter, sigma=1.0)
+    assert np.corrcoef(blur(reduced).ravel(), blur(full).ravel())[0, 1] > 0.9
+    for name in ("dense", "cnn"):
+        assert registry.digit(name)(reduced)[0].argmax() == registry.digit(name)(full)[0].argmax() == 7
+
+
+def test_a_reduced_decode_gives_xception_the_input_a_full_decode_gives():
+    data = phone_jpeg()
+    reduced = prepare_xception_input(open_untrusted(data, draft=XCEPTION_DRAFT)[0])
+    full = prepare_xception_input(open_untrusted(data)[0])
+    assert reduced.shape == full.shape == (1, 299, 299, 3)
+    assert np.abs(reduced - full).mean() < 0.02  # on Xception's [-1, 1] scale
+
+
+def test_a_sideways_phone_photo_is_turned_upright_when_decoded_at_a_reduced_scale(registry):
+    upright = prepare_image(open_untrusted(phone_jpeg(), draft=DIGIT_DRAFT)[0])
+    sideways, _ = open_untrusted(phone_jpeg(orientation=6), draft=DIGIT_DRAFT)
+    assert sideways.size == (450, 600)  # as stored: portrait
+    turned = prepare_image(sideways)
+    blur = functools.partial(ndimage.gaussian_filter, sigma=1.0)
+    assert np.corrcoef(blur(turned).ravel(), blur(upright).ravel())[0, 1] > 0.9
+    assert registry.digit("cnn")(turned)[0].argmax() == 7
+
+
+def png_with_chunk(image, kind, payload):
+    """A PNG of `image` with one extra chunk just before IEND."""
+    import struct
+    import zlib
+
+    data = encode(image, "PNG")
+    chunk = struct.pack(">I", len(payload)) + kind + payload
+    chunk += struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    return data[:-12] + chunk + data[-12:]
+
+
+MALFORMED_METADATA = {
+    "PNG eXIf chunk of garbage": lambda image: png_with_chunk(image, b"eXIf", b"MM\x00*garbage" * 7),
+    "PNG raw exif profile that is not hex": lambda image: png_with_chunk(
+        image, b"tEXt", b"Raw profile type exif\x00\nexif\n      40\nnot hex at all, not hex at all!!\n"),
+    "WebP EXIF chunk of garbage": lambda image: encode(image, "WEBP", lossless=True, exif=b"II*\x00\xff\xff\xff\x7fjunk"),
+}
+
+
+@pytest.mark.parametrize("make", MALFORMED_METADATA.values(), ids=MALFORMED_METADATA.keys())
+def test_malformed_metadata_is_ignored(make):
+    image = Image.fromarray(stroke_digit())
+    data = make(image)
+    digit = prepare_image(open_untrusted(data, draft=DIGIT_DRAFT)[0])
+    np.testing.assert_allclose(digit, prepare_image(image), atol=1 / 255)
+    assert prepare_xception_input(open_untrusted(data, draft=XCEPTION_DRAFT)[0]).shape == (1, 299, 299, 3)
