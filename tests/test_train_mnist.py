@@ -286,3 +286,11 @@ def test_shipped_model_keeps_its_contract(arch, input_shape, floor, registry, mn
     p = report["test_accuracy"]
     assert abs(accuracy - p) <= 3 * math.sqrt(p * (1 - p) / len(labels)) + 0.002
 
+
+@pytest.mark.parametrize("arch", ["dense", "cnn"])
+def test_shipped_models_were_trained_on_varied_digits(arch):
+    # Both ship augmented, for photos; the dense net keeps the lesson's architecture.
+    report = json.loads((ROOT / "models" / f"mnist_{arch}.json").read_text())
+    assert report["recipe"] == "augmented"
+    assert report["augmentation"] == train_mnist.augmentations[arch]
+    assert report["recipe_description"] == train_mnist.recipe(arch, True)[1]
