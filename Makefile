@@ -1,6 +1,6 @@
 # make run        - serve the app with gunicorn on 127.0.0.1:$(PORT)
 # make test       - run the test suite (browser tests too when Chromium is installed)
-# make train      - retrain both digit models (TRAIN_ARGS="--data DIR" offline)
+# make train      - retrain both digit models as shipped (TRAIN_ARGS="--data DIR" offline)
 # make benchmark  - measure the production server over HTTP (benchmarks/results/latest.md)
 # make export     - write TensorFlow SavedModels to models/export/ for TF Serving
 # Both create .venv and install the pinned requirements the first time, and
@@ -30,7 +30,7 @@ test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest
 
 train: $(VENV)/.stamp-app
-	$(BIN)/python train_mnist.py --arch dense $(TRAIN_ARGS)
+	$(BIN)/python train_mnist.py --arch dense --augment $(TRAIN_ARGS)
 	$(BIN)/python train_mnist.py --arch cnn $(TRAIN_ARGS)
 
 benchmark: $(VENV)/.stamp-app

@@ -5,7 +5,8 @@ augmented convnet that goes beyond it.
 
 Usage:
 
-    python train_mnist.py                                 # dense, downloads MNIST
+    python train_mnist.py                                 # dense, the lesson's recipe; downloads MNIST
+    python train_mnist.py --augment --data ../shared/datasets/mnist   # dense, augmented (shipped)
     python train_mnist.py --arch cnn --data ../shared/datasets/mnist
     python train_mnist.py --predict 0                     # the lesson's "predict one test digit"
 
@@ -14,8 +15,14 @@ Writes, for each architecture, into `--out` (default `models/`):
 - `mnist_<arch>.keras`: the model. `dense` takes (N, 784), `cnn` takes (N, 28, 28, 1),
   both float32 in [0, 1]; both end in a softmax over the 10 digits.
 - `mnist_<arch>.json`: test accuracy and loss, per-class accuracy, confusion matrix,
-  training settings, parameter count, data source and library versions.
+  the recipe (`"lesson"` or `"augmented"`, and in words), training settings,
+  parameter count, data source and library versions.
 - `mnist_<arch>_curves.png`, `mnist_<arch>_confusion.png`, `mnist_<arch>_errors.png`.
+
+`--augment` trains the dense net on randomly varied digits (see `augmentations`),
+with the lesson's architecture, optimiser and scaling; without it, the dense net is
+the lesson's recipe, unchanged. The CNN is always trained on varied digits, so for
+it `--augment` changes nothing.
 
 Bad input (a missing or corrupt IDX file, a failed download) ends with one line on
 stderr and exit code 2.
@@ -193,19 +200,45 @@ def make_model(arch):
     raise ValueError(f"unknown arch {arch!r}")
 
 
-def augmented_batches(x, y, batch_size, seed):
-    """Shuffled batches of (N, 28, 28, 1) digits, each randomly shifted, rotated,
-    scaled and made thinner or bolder, so that the convnet also holds up on digits
-    that prepare_image cut out of photos, not only on MNIST's own."""
+# How far the training digits are varied: rotation in degrees, zoom and shift as a
+# fraction of the 28 pixels. prepare_image centres photo digits the way MNIST's were,
+# so the dense net, which has no filters to share across positions, gets milder
+# shifts. Measured (10 epochs): the CNN's settings and these scored the same on the
+# tuning photos (96.8%), these 0.1 points better on MNIST; shear did not help.
+augmentations = {
+    "cnn": {"rotation": 12, "zoom": 0.12, "shift": 0.08},
+    "dense": {"rotation": 10, "zoom": 0.08, "shift": 0.03},
+}
+
+
+def recipe(arch, augment):
+    """("lesson" or "augmented", the recipe in words) for the report and the models page."""
+    if not augment:
+        return "lesson", "MNIST digits as they are; adam at a constant 1e-3 learning rate"
+    a = augmentations[arch]
+    schedule = {"cnn": "adam, cosine learning-rate decay from 2e-3",
+                "dense": "adam, cosine learning-rate decay from 1e-3"}[arch]
+    return "augmented", (
+        f"digits randomly rotated (±{a['rotation']}°), zoomed (±{a['zoom']:.0%}), "
+        f"shifted (±{a['shift']:.0%}), thickened and thinned; {schedule}"
+    )
+
+
+def augmented_batches(x, y, batch_size, seed, rotation, zoom, shift):
+    """Shuffled batches of digits, each randomly shifted, rotated, scaled and made
+    thinner or bolder, so that the model also holds up on digits that prepare_image
+    cut out of photos, not only on MNIST's own. `x` is (N, 28, 28, 1) or (N, 784);
+    the batches keep its shape."""
     import tensorflow as tf
     from keras import layers
 
     geometry = [
-        layers.RandomRotation(12 / 360, fill_mode="constant", seed=seed),
-        layers.RandomZoom(0.12, fill_mode="constant", seed=seed + 1),
-        layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 2),
+        layers.RandomRotation(rotation / 360, fill_mode="constant", seed=seed),
+        layers.RandomZoom(zoom, fill_mode="constant", seed=seed + 1),
+        layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 2),
     ]
     rng = tf.random.Generator.from_seed(seed)
+    sample_shape = x.shape[1:]
 
     def stroke_width(images):
         # A 2x2 max-pool thickens strokes and a min-pool thins them; a third of the
@@ -216,9 +249,10 @@ def augmented_batches(x, y, batch_size, seed):
         return tf.where(choice < 1 / 3, bolder, tf.where(choice > 2 / 3, thinner, images))
 
     def augment(images, labels):
+        images = tf.reshape(images, (-1, *image_shape, 1))  # the layers work on 2-D images
         for layer in geometry:
             images = layer(images, training=True)
-        return stroke_width(images), labels
+        return tf.reshape(stroke_width(images), (-1, *sample_shape)), labels
 
     return (
         tf.data.Dataset.from_tensor_slices((x, y))
@@ -234,18 +268,24 @@ def augmented_batches(x, y, batch_size, seed):
 """
 
 
-def train(arch, x_train, y_train, epochs, batch_size, seed):
-    """Fit a fresh `arch` model; returns (model, history dict, seconds)."""
+def train(arch, x_train, y_train, epochs, batch_size, seed, augment):
+    """Fit a fresh `arch` model, on augmented digits if `augment`; returns
+    (model, history dict, seconds)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model = make_model(arch)
     model.summary()
+    steps = epochs * int(np.ceil(len(x_train) * 0.9 / batch_size))
     if arch == "cnn":
-        steps = epochs * int(np.ceil(len(x_train) * 0.9 / batch_size))
         learning_rate = keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.01)
+    elif augment:
+        # Still adam from 1e-3, but its steps shrink along a cosine to 5%: on varied
+        # digits (10 epochs) this measured 98.45% on MNIST and 97.6% on the tuning
+        # photos, against 98.06% and 96.8% at the lesson's constant rate.
+        learning_rate = keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.05)
     else:
-        learning_rate = 1e-3
+        learning_rate = 1e-3  # the lesson's: adam's default
     model.compile(
         loss="categorical_crossentropy",
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -256,9 +296,9 @@ def train(arch, x_train, y_train, epochs, batch_size, seed):
     x_fit, y_fit = x_train[:-n_val], y_train[:-n_val]
     validation = (x_train[-n_val:], y_train[-n_val:])
     started = time.perf_counter()
-    if arch == "cnn":
+    if augment:
         history = model.fit(
-            augmented_batches(x_fit, y_fit, batch_size, seed),
+            augmented_batches(x_fit, y_fit, batch_size, seed, **augmentations[arch]),
             epochs=epochs,
             validation_data=validation,
             verbose=2,
@@ -403,7 +443,10 @@ def parse_args(argv):
     parser.add_argument("--arch", choices=("dense", "cnn"), default="dense")
     parser.add_argument("--data", metavar="DIR",
                         help="folder with the four MNIST IDX files (default: download with Keras)")
-    parser.add_argument("--epochs", type=int, help="default: 10 for dense, 15 for cnn")
+    parser.add_argument("--augment", action="store_true",
+                        help="train the dense net on randomly varied digits (the CNN always is)")
+    parser.add_argument("--epochs", type=int,
+                        help="default: 10 for dense, 20 for dense --augment, 15 for cnn")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: 32 for dense, 128 for cnn")
     parser.add_argument("--seed", type=int, default=1337)
@@ -411,8 +454,14 @@ def parse_args(argv):
     parser.add_argument("--predict", metavar="I", type=int,
                         help="print the saved model's prediction for test image #I, and train nothing")
     args = parser.parse_args(argv)
+    if args.predict is not None and args.augment:
+        # parser.exit, not parser.error: one line on stderr, like the script's other refusals.
+        parser.exit(2, "error: --augment is a way to train, and --predict trains nothing\n")
+    if args.arch == "cnn":
+        args.augment = True  # the CNN is always trained on varied digits; the flag only says so
     if args.epochs is None:
-        args.epochs = {"dense": 10, "cnn": 15}[args.arch]
+        # Varied digits are harder to fit: the augmented dense net needs more passes.
+        args.epochs = {"dense": 20 if args.augment else 10, "cnn": 15}[args.arch]
     if args.batch_size is None:
         args.batch_size = {"dense": 32, "cnn": 128}[args.arch]
     if args.epochs < 1 or args.batch_size < 1:
@@ -441,12 +490,16 @@ def main(argv=None):
         args.arch,
         to_model_input(x_train, args.arch),
         keras.utils.to_categorical(y_train, num_classes),  # one-hot, as in the lesson
-        args.epochs, args.batch_size, args.seed,
+        args.epochs, args.batch_size, args.seed, args.augment,
     )
     metrics, predicted = evaluate(model, to_model_input(x_test, args.arch), y_test)
 
+    recipe_name, recipe_description = recipe(args.arch, args.augment)
     report = {
         "arch": args.arch,
+        "recipe": recipe_name,
+        "recipe_description": recipe_description,
+        "augmentation": augmentations[args.arch] if recipe_name == "augmented" else None,
         **metrics,
         "epochs": args.epochs,
         "batch_size": args.batch_size,

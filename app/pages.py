@@ -74,7 +74,7 @@ def xception():
 
 @bp.get("/models")
 def models():
-    """Accuracy, size and training curves of each digit model, and what a CNN is."""
+    """Accuracy, size, training recipe and curves of each digit model, and what a CNN is."""
     reports = {name: registry().digit_report(name) for name in DIGIT_MODELS}
     return render_template("models.html", reports=reports)
 

@@ -1,10 +1,13 @@
 """The HTML pages a person uses: home, result, Xception, models."""
 
+import json
 import re
 
 import numpy as np
 import pytest
+from markupsafe import escape
 
+from app import create_app
 from helpers import FIXTURES, encode, post_file
 
 
@@ -28,6 +31,31 @@ def test_models_page_reads_what_train_mnist_wrote(client, registry):
         accuracy = registry.digit_report(name)["test_accuracy"]
         assert f'data-testid="accuracy-{name}">{accuracy * 100:.2f}%' in page
         assert f"/models/{name}/curves.png" in page and f"/models/{name}/confusion.png" in page
+
+
+def test_models_page_shows_how_each_model_was_trained(client, registry):
+    page = client.get("/models").data.decode()
+    for name in ("dense", "cnn"):
+        report = registry.digit_report(name)
+        shown = f"<strong>{escape(report['recipe'])}</strong>: {escape(report['recipe_description'])}"
+        assert f'data-testid="recipe-{name}">{shown}</dd>' in page
+
+
+def test_models_page_copes_with_reports_from_before_recipes(tmp_path, registry, missing_weights):
+    # Reports written before train_mnist.py recorded the recipe have no such field.
+    for name, recipe in (("dense", "lesson"), ("cnn", None)):
+        report = dict(registry.digit_report(name), recipe=recipe,
+                      recipe_description="MNIST digits as they are")
+        if recipe is None:
+            del report["recipe"], report["recipe_description"]
+        (tmp_path / f"mnist_{name}.json").write_text(json.dumps(report))
+    client = create_app({"TESTING": True, "MODELS_FOLDER": str(tmp_path),
+                         "XCEPTION_WEIGHTS": missing_weights}).test_client()
+    response = client.get("/models")
+    page = response.data.decode()
+    assert response.status_code == 200
+    assert 'data-testid="recipe-dense"><strong>lesson</strong>: MNIST digits as they are</dd>' in page
+    assert 'data-testid="recipe-cnn">not recorded in its report</dd>' in page
 
 
 @pytest.mark.parametrize("name", ["dense", "cnn"])

@@ -125,12 +125,62 @@ def run_cli(*args):
     (["--data", str(FIXTURES)], "error: missing file: "),
     (["--epochs", "0", "--data", str(MNIST)], "--epochs and --batch-size must be at least 1"),
     (["--arch", "rnn"], "invalid choice: 'rnn'"),
+    (["--augment", "--predict", "0", "--data", str(MNIST)],
+     "error: --augment is a way to train, and --predict trains nothing"),
 ])
 def test_cli_bad_input_exits_2_without_traceback(args, message):
     result = run_cli(*args)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_augment_with_predict_is_refused_in_one_line():
+    result = run_cli("--arch", "cnn", "--augment", "--predict", "0", "--data", str(MNIST))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: --augment is a way to train, and --predict trains nothing"]
+
+
+@pytest.mark.parametrize(("argv", "epochs", "augment"), [
+    ([], 10, False),                      # the lesson's recipe, unchanged
+    (["--augment"], 20, True),
+    (["--arch", "cnn"], 15, True),        # the CNN is always trained on varied digits
+    (["--arch", "cnn", "--augment"], 15, True),
+    (["--augment", "--epochs", "3"], 3, True),
+])
+def test_augment_and_its_defaults(argv, epochs, augment):
+    args = train_mnist.parse_args(argv)
+    assert (args.epochs, args.augment) == (epochs, augment)
+
+
+@pytest.mark.parametrize(("arch", "augment", "name", "words"), [
+    ("dense", False, "lesson", "as they are"),
+    ("dense", True, "augmented", "rotated (±10°)"),
+    ("cnn", True, "augmented", "rotated (±12°)"),
+])
+def test_recipe_names_and_describes_the_training(arch, augment, name, words):
+    recipe, description = train_mnist.recipe(arch, augment)
+    assert recipe == name and words in description
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["dense", "cnn"])
+def test_augmented_batches_vary_each_digit_but_keep_its_shape_and_label(arch, mnist_sample):
+    images, _ = mnist_sample
+    x = train_mnist.to_model_input(images[:256], arch)
+    # Each digit's index rides along as its "label", to compare it with its original.
+    batches = train_mnist.augmented_batches(x, np.arange(256), 64, seed=1,
+                                            **train_mnist.augmentations[arch])
+    varied, index = (np.concatenate(parts) for parts in zip(*((a.numpy(), b.numpy()) for a, b in batches)))
+    assert varied.shape == x.shape and sorted(index) == list(range(256))
+    assert 0 <= varied.min() and varied.max() <= 1.0 + 1e-6
+    original = x[index].reshape(256, -1)
+    varied = varied.reshape(256, -1)
+    changed = np.abs(varied - original).max(axis=1) > 0.1
+    assert changed.mean() > 0.9
+    # Still the same digit: each varied copy correlates with its own original.
+    correlation = [np.corrcoef(a, b)[0, 1] for a, b in zip(varied, original)]
+    assert np.median(correlation) > 0.5
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +209,33 @@ def test_one_epoch_on_the_fixture_writes_model_report_and_plots(one_epoch_run, m
     assert (predicted == labels).mean() > 0.6
     assert abs((predicted == labels).mean() - report["test_accuracy"]) < 1e-6
     assert sum(map(sum, report["confusion_matrix"])) == 500
+
+
+@pytest.mark.slow
+def test_without_augment_the_report_says_the_lessons_recipe(one_epoch_run):
+    out, _ = one_epoch_run
+    report = json.loads((out / "mnist_dense.json").read_text())
+    assert report["recipe"] == "lesson" and report["augmentation"] is None
+    assert "as they are" in report["recipe_description"]
+
+
+@pytest.mark.slow
+def test_augment_trains_the_lessons_net_and_records_the_recipe(tmp_path, mnist_sample):
+    import keras
+
+    result = run_cli("--data", str(MNIST), "--augment", "--epochs", "2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "mnist_dense.json").read_text())
+    assert report["recipe"] == "augmented" and report["epochs"] == 2
+    assert report["augmentation"] == train_mnist.augmentations["dense"]
+    assert "rotated" in report["recipe_description"]
+    model = keras.saving.load_model(tmp_path / "mnist_dense.keras")
+    assert [layer.units for layer in model.layers] == [100, 100, 10]  # the lesson's architecture
+    assert report["parameters"] == 89_610
+    images, labels = mnist_sample
+    predicted = model(images.reshape(-1, 784).astype("float32") / 255).numpy().argmax(1)
+    assert abs((predicted == labels).mean() - report["test_accuracy"]) < 1e-6
+    assert (predicted == labels).mean() > 0.5  # learnt something from 1,080 varied digits
 
 
 @pytest.mark.slow
@@ -208,3 +285,12 @@ def test_shipped_model_keeps_its_contract(arch, input_shape, floor, registry, mn
     accuracy = (probabilities.argmax(axis=1) == labels).mean()
     p = report["test_accuracy"]
     assert abs(accuracy - p) <= 3 * math.sqrt(p * (1 - p) / len(labels)) + 0.002
+
+
+@pytest.mark.parametrize("arch", ["dense", "cnn"])
+def test_shipped_models_were_trained_on_varied_digits(arch):
+    # Both ship augmented, for photos; the dense net keeps the lesson's architecture.
+    report = json.loads((ROOT / "models" / f"mnist_{arch}.json").read_text())
+    assert report["recipe"] == "augmented"
+    assert report["augmentation"] == train_mnist.augmentations[arch]
+    assert report["recipe_description"] == train_mnist.recipe(arch, True)[1]
