@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.models import DIGIT_MODELS, CompiledModel, DenseStackModel
+from app.models import DIGIT_MODELS, CompiledModel, NumpyModel, fastest_runner
 from app.preprocessing import prepare_image
 from helpers import encode, post_file
 from train_mnist import to_model_input
@@ -50,10 +50,21 @@ def test_any_array_shaped_like_the_input_is_accepted(registry, name):
         assert np.array_equal(model(same_digit), expected)
 
 
-def test_the_lessons_dense_net_runs_in_numpy_and_the_cnn_as_a_graph(registry, mnist_sample):
-    assert isinstance(registry.digit("dense"), DenseStackModel)
-    assert isinstance(registry.digit("cnn"), CompiledModel)
-    # Both fast paths agree with the compiled TensorFlow graph of the same model.
-    x = to_model_input(mnist_sample[0], "dense")
-    graph = CompiledModel(registry.digit("dense").keras_model)
-    np.testing.assert_allclose(registry.digit("dense")(x), graph(x), rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("name", DIGIT_MODELS)
+def test_both_digit_models_run_in_numpy_and_agree_with_the_compiled_graph(registry, mnist_sample, name):
+    model = registry.digit(name)
+    assert isinstance(model, NumpyModel)
+    x = to_model_input(mnist_sample[0], name)
+    graph = CompiledModel(model.keras_model)
+    np.testing.assert_allclose(model(x), graph(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_with_a_layer_numpy_cannot_run_gets_the_compiled_graph():
+    import keras
+    from keras import layers
+
+    padded = keras.Sequential([keras.Input(shape=(8, 8, 1)), layers.Conv2D(2, 3, padding="same"),
+                               layers.Flatten(), layers.Dense(3)])
+    assert isinstance(fastest_runner(padded), CompiledModel)
+    gelu = keras.Sequential([keras.Input(shape=(4,)), layers.Dense(3, activation="gelu")])
+    assert isinstance(fastest_runner(gelu), CompiledModel)
