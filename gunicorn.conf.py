@@ -33,6 +33,13 @@ keepalive = 5
 limit_request_line = 4094
 limit_request_fields = 50
 
+# Each instance gets its own control socket (for `gunicornc`), named by its port; the
+# default (~/.gunicorn/gunicorn.ctl) is shared, and a second instance takes it over.
+_runtime_dir = os.environ.get("XDG_RUNTIME_DIR", "")
+if not os.path.isdir(_runtime_dir):
+    _runtime_dir = os.path.expanduser("~/.gunicorn")
+control_socket = os.path.join(_runtime_dir, f"digits-{port}.ctl")
+
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"

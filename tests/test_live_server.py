@@ -6,14 +6,16 @@ and the upload folder holds exactly the accepted uploads, under generated names.
 
 import http.client
 import json
+import runpy
 import socket
 import time
 
 import pytest
+from gunicorn.ctl.client import ControlClient
 
 from app.uploads import STORED_NAME
 from benchmarks.slow_clients import GOAL_SECONDS, measure, statistics
-from helpers import encode, multipart
+from helpers import ROOT, encode, multipart
 from live_server import live_server
 from test_hostile_uploads import AWKWARD_UPLOADS, BAD_UPLOADS, handwriting_from
 
@@ -202,6 +204,17 @@ def test_slow_clients_hold_no_thread(server):
     for name, outcomes in results.items():
         stats = statistics(outcomes)
         assert stats["failed"] == 0 and stats["max"] <= GOAL_SECONDS * 1000, (name, stats)
+
+
+def test_each_server_has_a_control_socket_of_its_own(server, monkeypatch):
+    base_url, _ = server
+    port = base_url.rsplit(":", 1)[1]
+    monkeypatch.setenv("PORT", port)
+    path = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["control_socket"]
+    assert path.endswith(f"-{port}.ctl")  # not gunicorn's default, which every instance shares
+    with ControlClient(path, timeout=10) as control:
+        listeners = control.send_command("show listeners")["listeners"]
+    assert [listener["address"] for listener in listeners] == [f"http://127.0.0.1:{port}"]
 
 
 def test_the_server_is_healthy_afterwards(server):
