@@ -40,6 +40,7 @@ from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 HEAD_SECONDS = 10  # request line and headers, from their first byte
 REQUEST_SECONDS = 120  # the whole request, from its first byte: 10 MB at 85 KB/s
 LINGER_SECONDS = 2
+SLOW_ARRIVAL_SECONDS = 1  # a request that took longer to arrive is logged
 THREAD_SOCKET_SECONDS = 30  # backstop: a thread never waits longer on one send or receive
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 RECEIVE_BYTES = 256 * 1024
@@ -235,6 +236,10 @@ class BufferingThreadWorker(ThreadWorker):
         incoming.feed(data)
         if incoming.ready:
             self.stop_reading(conn)
+            arrival = time.monotonic() - incoming.started
+            if arrival >= SLOW_ARRIVAL_SECONDS:  # the access log's time starts once it is in
+                self.log.info("slow request from %s: %r took %.1f s to arrive", client_address(conn),
+                              bytes(incoming.data[:incoming.data.find(b"\r\n")][:100]), arrival)
             conn.parser.unreader.unread(incoming.data)
             incoming.data = None  # the parser has its copy
             self.enqueue_req(conn)
@@ -293,7 +298,7 @@ class BufferingThreadWorker(ThreadWorker):
     # Closing
 
     def answer_and_close(self, conn, answer, reason):
-        self.log.info("%s from %s", reason, conn.client[0] if isinstance(conn.client, tuple) else conn.client)
+        self.log.info("%s from %s", reason, client_address(conn))
         try:
             conn.sock.send(answer)  # small: it fits in the send buffer
         except OSError:
@@ -345,6 +350,10 @@ class BufferingThreadWorker(ThreadWorker):
             self.answer_and_close(conn, REQUEST_TIMEOUT, f"408: the {part} did not arrive within {seconds} s")
         for conn in [c for c in self.lingering if c.linger_until < now]:
             self.stop_lingering(conn)
+
+
+def client_address(conn):
+    return conn.client[0] if isinstance(conn.client, tuple) else conn.client
 
 
 def head_limit(cfg):

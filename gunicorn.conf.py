@@ -41,6 +41,9 @@ if not os.path.isdir(_runtime_dir):
 control_socket = os.path.join(_runtime_dir, f"digits-{port}.ctl")
 
 accesslog = "-"
+# gunicorn's usual line, then how long the request took from its head being parsed (the
+# whole request is in by then: a slow arrival has its own log line) to the answer sent.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
 errorlog = "-"
 loglevel = "info"
 capture_output = True  # the app's own log lines go to stdout too

@@ -6,6 +6,7 @@ and the upload folder holds exactly the accepted uploads, under generated names.
 
 import http.client
 import json
+import re
 import runpy
 import socket
 import time
@@ -215,6 +216,20 @@ def test_each_server_has_a_control_socket_of_its_own(server, monkeypatch):
     with ControlClient(path, timeout=10) as control:
         listeners = control.send_command("show listeners")["listeners"]
     assert [listener["address"] for listener in listeners] == [f"http://127.0.0.1:{port}"]
+
+
+def test_the_access_log_says_how_long_each_request_took(server):
+    base_url, folder = server
+    connection = connect(base_url)
+    connection.request("GET", "/health?log=duration")
+    assert connection.getresponse().status == 200
+    connection.close()
+    log = folder.parent / f"gunicorn-{base_url.rsplit(':', 1)[1]}.log"
+    deadline = time.monotonic() + 5
+    while not (line := re.search(r'"GET /health\?log=duration HTTP/1.1" 200 .* (\d+)ms\n', log.read_text())):
+        assert time.monotonic() < deadline, "no access log line with a duration"
+        time.sleep(0.1)
+    assert int(line.group(1)) < 1000
 
 
 def test_the_server_is_healthy_afterwards(server):
