@@ -2,8 +2,10 @@
 
 Each worker is its own process with its own copy of the models (TensorFlow is not
 fork-safe, so they load after the fork: no `preload_app`). Inside a worker, threads
-overlap the network and image decoding of several requests while model calls take
-turns under a lock, and TensorFlow spreads each call over all cores.
+overlap the image decoding of several requests while model calls take turns under a
+lock, and TensorFlow spreads each call over all cores. The worker is gunicorn's
+threaded one, except that its event loop reads each whole request before a thread
+sees it (buffering_worker.py): slow clients cost a socket, not a thread.
 
 Bigger machine: workers = number of cores / 2 (each worker's TensorFlow already
 uses several cores), threads 4-8, and about 0.6 GB of memory per worker with
@@ -12,11 +14,14 @@ Xception loaded. See README "Scaling past one machine".
 
 import os
 
+from buffering_worker import BufferingThreadWorker
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow start-up chatter stays out of the log
 
-bind = f"127.0.0.1:{os.environ.get('PORT', '5000')}"
+port = os.environ.get("PORT", "5000")
+bind = f"127.0.0.1:{port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+worker_class = BufferingThreadWorker
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # Xception's first load (88 MB of weights, maybe a download) can take a while;
 # an Xception request itself takes ~0.1 s on 2 cores, a digit ~2 ms.
@@ -28,7 +33,17 @@ keepalive = 5
 limit_request_line = 4094
 limit_request_fields = 50
 
+# Each instance gets its own control socket (for `gunicornc`), named by its port; the
+# default (~/.gunicorn/gunicorn.ctl) is shared, and a second instance takes it over.
+_runtime_dir = os.environ.get("XDG_RUNTIME_DIR", "")
+if not os.path.isdir(_runtime_dir):
+    _runtime_dir = os.path.expanduser("~/.gunicorn")
+control_socket = os.path.join(_runtime_dir, f"digits-{port}.ctl")
+
 accesslog = "-"
+# gunicorn's usual line, then how long the request took from its head being parsed (the
+# whole request is in by then: a slow arrival has its own log line) to the answer sent.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
 errorlog = "-"
 loglevel = "info"
 capture_output = True  # the app's own log lines go to stdout too
@@ -37,6 +52,8 @@ capture_output = True  # the app's own log lines go to stdout too
 def post_worker_init(worker):
     """Load and trace every model in this worker before it takes requests."""
     app = worker.wsgi  # the Flask app created by "app:create_app()" in this worker
+    if app.config["MAX_CONTENT_LENGTH"] is not None:
+        worker.max_body = app.config["MAX_CONTENT_LENGTH"]  # read ahead no more than the app accepts
     registry = app.extensions["models"]
     registry.warm_up(xception=app.config["XCEPTION_EAGER"])
     worker.log.info("worker %s: models warm: %s", worker.pid, registry.health())

@@ -4,14 +4,18 @@ No Flask in here. The two digit models run in NumPy with their own weights (a di
 is far too small a job for TensorFlow). Xception runs through one compiled
 `tf.function` with a fixed input signature (not `model.predict`, which costs ~40 ms of
 set-up per call), under a lock, because TensorFlow does not promise that every call
-path is thread-safe.
+path is thread-safe. Xception loads in a background thread: a request never
+downloads, and never waits on the network.
 """
 
+import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
+from urllib.request import urlopen
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -21,6 +25,18 @@ log = logging.getLogger(__name__)
 DIGIT_MODELS = ("dense", "cnn")
 IMAGENET_INDEX = Path(__file__).parent / "data" / "imagenet_class_index.json"
 XCEPTION_RETRY_SECONDS = 60  # after a failed load, don't retry (or re-download) on every request
+XCEPTION_WAIT_SECONDS = 60  # how long a request waits for Xception to load from a local file
+# Keras' own source and checksum for Xception's ImageNet weights.
+IMAGENET_WEIGHTS_FILE = "xception_weights_tf_dim_ordering_tf_kernels.h5"
+IMAGENET_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/xception/"
+                        + IMAGENET_WEIGHTS_FILE)
+IMAGENET_WEIGHTS_MD5 = "0a58e3b7378bc2990ea3b43d5981f1f6"
+DOWNLOAD_TIMEOUT_SECONDS = 15  # to connect, and for each read: a network that drops packets fails in 15 s
+DOWNLOAD_MAX_SECONDS = 600
+HOW_TO_GET_WEIGHTS = (
+    "Without internet, copy xception_weights_tf_dim_ordering_tf_kernels.h5 "
+    "into ~/.keras/models/ or set XCEPTION_WEIGHTS=/path/to/it, then retry"
+)
 
 
 class ModelUnavailable(RuntimeError):
@@ -196,9 +212,52 @@ def load_imagenet_index():
     return [tuple(index[str(i)]) for i in range(len(index))]
 
 
-def load_xception(weights):
-    """Xception with ImageNet weights: 'imagenet' (Keras download and cache) or a file."""
-    if weights != "imagenet" and not Path(weights).is_file():
+def imagenet_weights_cache():
+    """Where Keras keeps Xception's downloaded ImageNet weights (~/.keras/models/...)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_WEIGHTS_FILE
+
+
+def download_imagenet_weights(destination, progress=lambda received: None):
+    """Download Xception's ImageNet weights to `destination`, checked, then renamed into place.
+
+    No wait on the network lasts more than DOWNLOAD_TIMEOUT_SECONDS, nor the whole
+    download more than DOWNLOAD_MAX_SECONDS. Raises OSError, or ValueError when the
+    file is not the one Keras expects. `progress(bytes received)` follows it.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}.{os.getpid()}.part")
+    deadline = time.monotonic() + DOWNLOAD_MAX_SECONDS
+    md5, received = hashlib.md5(usedforsecurity=False), 0
+    try:
+        with urlopen(IMAGENET_WEIGHTS_URL, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response, open(partial, "wb") as out:
+            while chunk := response.read(1024 * 1024):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the download took over {DOWNLOAD_MAX_SECONDS} s")
+                out.write(chunk)
+                md5.update(chunk)
+                received += len(chunk)
+                progress(received)
+        if md5.hexdigest() != IMAGENET_WEIGHTS_MD5:
+            raise ValueError(f"the downloaded file ({received} bytes) is not the expected one (MD5 differs)")
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def load_xception(weights, progress=lambda received: None):
+    """Xception with ImageNet weights from a file, or 'imagenet': Keras' cached copy,
+    downloaded first when there is none (`progress` follows the download)."""
+    if weights == "imagenet":
+        weights = imagenet_weights_cache()
+        if not weights.is_file():
+            try:
+                download_imagenet_weights(weights, progress)
+            except (OSError, ValueError) as exc:  # no network, a firewall, a bad file
+                raise ModelUnavailable(
+                    f"Xception is unavailable: could not download the ImageNet weights "
+                    f"({exc.__class__.__name__}: {exc}). " + HOW_TO_GET_WEIGHTS
+                ) from None
+    elif not Path(weights).is_file():
         raise ModelUnavailable(
             f"XCEPTION_WEIGHTS={weights} is not a file; point it at Keras' "
             "xception_weights_tf_dim_ordering_tf_kernels.h5, or set it to 'imagenet' "
@@ -207,14 +266,13 @@ def load_xception(weights):
     from keras.applications import Xception
 
     try:
-        return CompiledModel(Xception(weights=weights))
-    except Exception as exc:  # no network, a bad file: both mean "no weights"
-        source = "download the ImageNet weights" if weights == "imagenet" else f"load {weights}"
+        return CompiledModel(Xception(weights=str(weights)))
+    except Exception as exc:  # a bad or foreign file
         raise ModelUnavailable(
-            f"Xception is unavailable: could not {source} ({exc.__class__.__name__}: {exc}). "
-            "Without internet, copy xception_weights_tf_dim_ordering_tf_kernels.h5 "
-            "into ~/.keras/models/ or set XCEPTION_WEIGHTS=/path/to/it, then retry"
+            f"Xception is unavailable: could not load {weights} ({exc.__class__.__name__}: {exc}). "
+            + HOW_TO_GET_WEIGHTS
         ) from None
+
 
 
 class ModelRegistry:
@@ -224,10 +282,13 @@ class ModelRegistry:
         self.models_folder = Path(models_folder)
         self.xception_weights = xception_weights
         self._digits = {}
+        self._imagenet_labels = None
+        self._load_lock = threading.Lock()  # digit models: local files, loaded in milliseconds
         self._xception = None
         self._xception_error = None  # (monotonic time, ModelUnavailable)
-        self._imagenet_labels = None
-        self._load_lock = threading.Lock()
+        self._xception_loader = None  # the thread loading Xception, while it runs
+        self._xception_downloaded = None  # bytes of its weights downloaded so far
+        self._xception_lock = threading.Lock()  # guards the four above, never held while loading
 
     def digit_model_path(self, name):
         return self.models_folder / f"mnist_{name}.keras"
@@ -252,27 +313,69 @@ class ModelRegistry:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def xception(self):
-        """(compiled Xception, seconds spent loading it now or None); raises ModelUnavailable."""
+        """(compiled Xception, seconds this request waited for it to load, or None).
+
+        Xception loads in a background thread. A request waits for it when its weights
+        are a local file (a few seconds, no network), but never for a download: it gets
+        ModelUnavailable (503) saying the weights are on their way. Raises ModelUnavailable,
+        saying what is missing and how to fix it, when Xception can't load.
+        """
         if self._xception is not None:
             return self._xception, None
-        with self._load_lock:
+        started = time.monotonic()
+        downloading = self.xception_weights == "imagenet" and not imagenet_weights_cache().is_file()
+        loader = self._start_loading_xception()
+        if not downloading:
+            loader.join(XCEPTION_WAIT_SECONDS)
+        with self._xception_lock:
             if self._xception is not None:
-                return self._xception, None
-            if self._xception_error and time.monotonic() - self._xception_error[0] < XCEPTION_RETRY_SECONDS:
+                return self._xception, time.monotonic() - started
+            if self._xception_loader is None and self._xception_error is not None:
                 raise self._xception_error[1]
-            started = time.monotonic()
-            log.info("loading Xception weights (%s); this takes a few seconds", self.xception_weights)
-            try:
-                model = load_xception(self.xception_weights)
-                model.warm_up()
-            except ModelUnavailable as exc:
-                log.warning("%s", exc)
-                self._xception_error = (time.monotonic(), exc)
-                raise
-            self._xception, self._xception_error = model, None
-            seconds = time.monotonic() - started
-            log.info("Xception ready in %.1f s", seconds)
-            return model, seconds
+            raise ModelUnavailable(self._xception_progress())
+
+    def _start_loading_xception(self):
+        """The thread loading Xception, started if none is; raises a failure younger than the retry delay."""
+        with self._xception_lock:
+            if self._xception_loader is None:
+                if self._xception_error and time.monotonic() - self._xception_error[0] < XCEPTION_RETRY_SECONDS:
+                    raise self._xception_error[1]
+                self._xception_loader = threading.Thread(target=self._load_xception, name="load-xception",
+                                                         daemon=True)
+                self._xception_loader.start()
+            return self._xception_loader
+
+    def _load_xception(self):
+        """In the background: download if need be, load, warm up; then publish the model or the error."""
+        started = time.monotonic()
+        log.info("loading Xception weights (%s); this takes a few seconds", self.xception_weights)
+        model = error = None
+        try:
+            model = load_xception(self.xception_weights, progress=self._note_download)
+            model.warm_up()
+            log.info("Xception ready in %.1f s", time.monotonic() - started)
+        except Exception as exc:  # nothing may escape a background thread unseen
+            if not isinstance(exc, ModelUnavailable):
+                log.exception("loading Xception failed")
+                exc = ModelUnavailable(f"Xception is unavailable: loading it failed ({exc.__class__.__name__}: {exc})")
+            log.warning("%s", exc)
+            model, error = None, (time.monotonic(), exc)
+        finally:
+            with self._xception_lock:
+                self._xception, self._xception_error = model, error
+                self._xception_loader = self._xception_downloaded = None
+
+    def _note_download(self, received):
+        self._xception_downloaded = received
+
+    def _xception_progress(self):
+        """What a request hears while Xception is on its way."""
+        if self.xception_weights == "imagenet" and not imagenet_weights_cache().is_file():
+            received = self._xception_downloaded
+            so_far = f" ({received / 1e6:.0f} MB so far)" if received else ""
+            return (f"Xception is not ready yet: its ImageNet weights (88 MB) are downloading{so_far}; "
+                    "retry in a minute. " + HOW_TO_GET_WEIGHTS)
+        return "Xception is not ready yet: it is still loading; retry in a few seconds"
 
     def imagenet_labels(self):
         if self._imagenet_labels is None:
@@ -288,9 +391,9 @@ class ModelRegistry:
                 log.warning("%s", exc)
         if xception:
             try:
-                self.xception()
+                self.xception()  # a local file loads now; a download goes on in the background
             except ModelUnavailable:
-                pass  # already logged; requests will answer 503 with the reason
+                pass  # logged; requests answer 503 with the reason meanwhile
 
     def health(self):
         """The state of each model, without loading anything."""
@@ -302,12 +405,15 @@ class ModelRegistry:
             }
             if not path.is_file():
                 state[name]["error"] = f"{path.name} is missing; run `python train_mnist.py --arch {name}`"
-        if self._xception is not None:
-            state["xception"] = {"state": "loaded"}
-        elif self._xception_error:
-            state["xception"] = {"state": "unavailable", "error": str(self._xception_error[1])}
-        else:
-            state["xception"] = {"state": "loads on first use", "weights": str(self.xception_weights)}
+        with self._xception_lock:
+            if self._xception is not None:
+                state["xception"] = {"state": "loaded"}
+            elif self._xception_loader is not None:
+                state["xception"] = {"state": "loading", "message": self._xception_progress()}
+            elif self._xception_error:
+                state["xception"] = {"state": "unavailable", "error": str(self._xception_error[1])}
+            else:
+                state["xception"] = {"state": "loads on first use", "weights": str(self.xception_weights)}
         return state
 
 

@@ -1,15 +1,24 @@
 """Xception end to end, with a weights file saved from Xception(weights=None):
 ImageNet weights can't be downloaded here, so the labels it gives are
-meaningless, but every step from upload to top-5 JSON is the real one."""
+meaningless, but every step from upload to top-5 JSON is the real one. Its
+download is served from loopback: a server that never answers, a wrong file,
+and the right one."""
 
+import hashlib
+import http.server
 import io
 import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from urllib.error import URLError
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.models import ModelRegistry, ModelUnavailable, load_imagenet_index, load_xception
+from app.models import IMAGENET_WEIGHTS_FILE, ModelRegistry, ModelUnavailable, load_imagenet_index, load_xception
 from app.preprocessing import prepare_xception_input
 from helpers import ROOT, encode, post_file
 
@@ -79,11 +88,11 @@ def test_the_class_index_ships_all_1000_imagenet_classes():
     assert index["0"] == ["n01440764", "tench"] and index["281"] == ["n02123045", "tabby"]
 
 
-def test_an_offline_imagenet_download_is_unavailable_with_what_to_do(monkeypatch):
-    def offline(*args, **kwargs):  # what Keras raises with no network, without trying one
-        raise Exception("URL fetch failure: Name or service not known")
+def test_an_offline_imagenet_download_is_unavailable_with_what_to_do(monkeypatch, keras_home):
+    def offline(*args, **kwargs):  # what urllib raises with no network, without trying one
+        raise URLError("Name or service not known")
 
-    monkeypatch.setattr("keras.src.utils.file_utils.get_file", offline)
+    monkeypatch.setattr("app.models.urlopen", offline)
     with pytest.raises(ModelUnavailable, match="could not download the ImageNet weights.*XCEPTION_WEIGHTS"):
         load_xception("imagenet")
 
@@ -95,3 +104,120 @@ def test_a_bad_weights_path_is_unavailable_and_digits_keep_working(client, tmp_p
         load_xception(str(not_weights))
     response = post_file(client, "/api/predict/mnist", encode(mnist_sample[0][0]))
     assert response.status_code == 200
+
+
+"""
+## Downloading the ImageNet weights: in the background, never in a request
+"""
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    """An empty Keras cache: where the downloaded weights land."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    return tmp_path / "keras"
+
+
+@pytest.fixture
+def imagenet_client(app, keras_home):
+    """A client whose app gets Xception's weights the default way ("imagenet")."""
+    app.extensions["models"] = ModelRegistry(ROOT / "models", xception_weights="imagenet")
+    return app.test_client()
+
+
+@contextmanager
+def unanswered_download(monkeypatch):
+    """Point the weights download at a loopback port that accepts connections and never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        monkeypatch.setattr("app.models.IMAGENET_WEIGHTS_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/w.h5")
+        yield
+
+
+@contextmanager
+def served_download(monkeypatch, data, md5=None):
+    """Point the weights download at a loopback server of `data`, expected to have `md5` (its own by default)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr("app.models.IMAGENET_WEIGHTS_URL", f"http://127.0.0.1:{server.server_port}/w.h5")
+    monkeypatch.setattr("app.models.IMAGENET_WEIGHTS_MD5", md5 or hashlib.md5(data).hexdigest())
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def xception_state(client, wanted=None, timeout=120):
+    """/health's Xception entry, once its state is `wanted` (at once when None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = client.get("/health").json["models"]["xception"]
+        if wanted in (None, state["state"]) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def legacy_random_weights(random_xception, tmp_path_factory):
+    """Random Xception weights in the legacy HDF5 layout of Keras' ImageNet file."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    path = tmp_path_factory.mktemp("legacy") / IMAGENET_WEIGHTS_FILE
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, random_xception[0])
+    return path.read_bytes()
+
+
+def test_an_unreachable_download_holds_up_no_request_and_then_says_what_to_do(
+        imagenet_client, keras_home, monkeypatch, mnist_sample):
+    monkeypatch.setattr("app.models.DOWNLOAD_TIMEOUT_SECONDS", 2)
+    with unanswered_download(monkeypatch):
+        started = time.monotonic()
+        first = post_file(imagenet_client, "/api/predict/xception", a_photo(), "photo.jpg")
+        assert time.monotonic() - started < 1  # the request did not wait for the network
+        assert first.status_code == 503
+        assert "downloading" in first.json["error"] and "XCEPTION_WEIGHTS" in first.json["error"]
+        assert xception_state(imagenet_client)["state"] == "loading"
+        digit = post_file(imagenet_client, "/api/predict/mnist", encode(mnist_sample[0][0]))
+        assert digit.status_code == 200  # meanwhile
+
+        failed = xception_state(imagenet_client, "unavailable", timeout=10)
+        assert "could not download the ImageNet weights" in failed["error"] and "timed out" in failed["error"]
+        started = time.monotonic()
+        again = post_file(imagenet_client, "/api/predict/xception", a_photo(), "photo.jpg")
+        assert again.status_code == 503 and again.json["error"] == failed["error"]
+        assert time.monotonic() - started < 1  # no new attempt within the retry delay
+    assert [p for p in keras_home.rglob("*") if p.is_file()] == []  # no partial file left
+
+
+def test_a_download_that_is_not_the_expected_file_is_not_kept(imagenet_client, keras_home, monkeypatch):
+    with served_download(monkeypatch, b"<html>a captive portal</html>", md5=hashlib.md5(b"the real file").hexdigest()):
+        assert post_file(imagenet_client, "/api/predict/xception", a_photo(), "photo.jpg").status_code == 503
+        failed = xception_state(imagenet_client, "unavailable", timeout=10)
+    assert "not the expected one" in failed["error"]
+    assert [p for p in keras_home.rglob("*") if p.is_file()] == []
+
+
+def test_downloaded_weights_are_checked_cached_and_then_serve(
+        imagenet_client, keras_home, monkeypatch, legacy_random_weights):
+    with served_download(monkeypatch, legacy_random_weights):
+        first = post_file(imagenet_client, "/api/predict/xception", a_photo(), "photo.jpg")
+        assert first.status_code == 503 and "downloading" in first.json["error"]
+        assert xception_state(imagenet_client, "loaded")["state"] == "loaded"
+    answer = post_file(imagenet_client, "/api/predict/xception", a_photo(), "photo.jpg")
+    assert answer.status_code == 200 and len(answer.json["predictions"]) == 5 and "note" not in answer.json
+    assert (keras_home / "models" / IMAGENET_WEIGHTS_FILE).read_bytes() == legacy_random_weights

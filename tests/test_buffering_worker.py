@@ -1,0 +1,77 @@
+"""Where a request ends, as the worker's event loop sees it while the bytes arrive: a
+thread gets a request only once it is `ready`, and keeps the connection alive only when
+it was `whole` (every byte in memory). Over real HTTP: test_live_server.py."""
+
+import pytest
+
+from buffering_worker import IncomingRequest
+
+MAX_HEAD, MAX_BODY = 1000, 100
+
+
+def arriving(*pieces, max_body=MAX_BODY):
+    """An IncomingRequest fed `pieces` in turn."""
+    incoming = IncomingRequest(MAX_HEAD, max_body, started=0.0)
+    for piece in pieces:
+        incoming.feed(piece)
+    return incoming
+
+
+def post(body=b"", *headers):
+    return b"POST /api/predict/mnist HTTP/1.1\r\nHost: x\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+def test_a_request_without_a_body_is_whole_once_its_head_is_in():
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    for cut in range(len(head)):
+        assert not arriving(head[:cut]).ready
+    incoming = arriving(*(head[i:i + 1] for i in range(len(head))))  # a byte at a time
+    assert incoming.ready and incoming.whole
+
+
+def test_a_body_with_a_length_is_whole_once_all_of_it_is_in():
+    request = post(b"x" * 50, b"Content-Length: 50")
+    assert not arriving(request[:-1]).ready
+    assert arriving(request[:-1], request[-1:]).whole
+    assert arriving(request + b"GET /next HTTP/1.1\r\n").whole  # a pipelined request's start stays with it
+
+
+def test_a_chunked_body_is_whole_after_its_last_chunk_and_trailers():
+    chunks = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n"
+    request = post(chunks, b"Transfer-Encoding: chunked")
+    assert not arriving(request).ready
+    assert arriving(request + b"\r\n").whole
+    assert not arriving(request + b"Trailer: 1\r\n").ready
+    assert arriving(request + b"Trailer: 1\r\n\r\n").whole
+
+
+@pytest.mark.parametrize(("request_bytes", "why"), [
+    (post(b"", b"Content-Length: 101"), "declared over the limit: the app answers 413 without reading"),
+    (post(b"65\r\n" + b"x" * 101, b"Transfer-Encoding: chunked"), "chunked, more than the limit received"),
+    (post(b"", b"Content-Length: 5", b"Content-Length: 6"), "two lengths: gunicorn refuses it"),
+    (post(b"", b"Content-Length: 5", b"Transfer-Encoding: chunked"), "length and chunked: refused"),
+    (post(b"", b"Content-Length: -5"), "not a length: refused"),
+    (post(b"", b"Transfer-Encoding: gzip"), "not chunked: refused"),
+    (post(b"zz\r\n", b"Transfer-Encoding: chunked"), "not a chunk size: refused"),
+    (b"GET / HTTP/1.1\nHost: x\n", "bare LF: refused"),
+])
+def test_a_request_answered_without_its_body_is_ready_at_once_but_not_whole(request_bytes, why):
+    incoming = arriving(request_bytes)
+    assert incoming.ready and not incoming.whole, why
+
+
+def test_a_head_over_the_limit_is_refused_without_waiting_for_its_end():
+    incoming = arriving(b"GET / HTTP/1.1\r\nX-Long: " + b"a" * MAX_HEAD)
+    assert incoming.head_too_large and not incoming.ready
+
+
+def test_a_client_that_expects_100_continue_is_noticed_once_its_head_is_in():
+    incoming = arriving(post(b"", b"Content-Length: 50", b"Expect: 100-continue"))
+    assert incoming.expects_continue and incoming.head_end is not None and not incoming.ready
+
+
+def test_the_deadline_is_short_for_the_head_and_longer_for_the_body():
+    from buffering_worker import HEAD_SECONDS, REQUEST_SECONDS
+
+    assert arriving(b"POST / HTTP/1.1\r\n").deadline == HEAD_SECONDS
+    assert arriving(post(b"", b"Content-Length: 50")).deadline == REQUEST_SECONDS
