@@ -285,7 +285,9 @@ class ModelRegistry:
         self._imagenet_labels = None
         self._load_lock = threading.Lock()  # digit models: local files, loaded in milliseconds
         self._xception = None
-        self._xception_error = None  # (monotonic time, ModelUnavailable)
+        # (monotonic time, message). Only the message is kept: an exception raised again and again
+        # grows its traceback each time, and with it every frame's locals (each request's image).
+        self._xception_error = None
         self._xception_loader = None  # the thread loading Xception, while it runs
         self._xception_downloaded = None  # bytes of its weights downloaded so far
         self._xception_lock = threading.Lock()  # guards the four above, never held while loading
@@ -331,7 +333,7 @@ class ModelRegistry:
             if self._xception is not None:
                 return self._xception, time.monotonic() - started
             if self._xception_loader is None and self._xception_error is not None:
-                raise self._xception_error[1]
+                raise ModelUnavailable(self._xception_error[1])
             raise ModelUnavailable(self._xception_progress())
 
     def _start_loading_xception(self):
@@ -339,7 +341,7 @@ class ModelRegistry:
         with self._xception_lock:
             if self._xception_loader is None:
                 if self._xception_error and time.monotonic() - self._xception_error[0] < XCEPTION_RETRY_SECONDS:
-                    raise self._xception_error[1]
+                    raise ModelUnavailable(self._xception_error[1])
                 self._xception_loader = threading.Thread(target=self._load_xception, name="load-xception",
                                                          daemon=True)
                 self._xception_loader.start()
@@ -359,7 +361,7 @@ class ModelRegistry:
                 log.exception("loading Xception failed")
                 exc = ModelUnavailable(f"Xception is unavailable: loading it failed ({exc.__class__.__name__}: {exc})")
             log.warning("%s", exc)
-            model, error = None, (time.monotonic(), exc)
+            model, error = None, (time.monotonic(), str(exc))
         finally:
             with self._xception_lock:
                 self._xception, self._xception_error = model, error
@@ -411,7 +413,7 @@ class ModelRegistry:
             elif self._xception_loader is not None:
                 state["xception"] = {"state": "loading", "message": self._xception_progress()}
             elif self._xception_error:
-                state["xception"] = {"state": "unavailable", "error": str(self._xception_error[1])}
+                state["xception"] = {"state": "unavailable", "error": self._xception_error[1]}
             else:
                 state["xception"] = {"state": "loads on first use", "weights": str(self.xception_weights)}
         return state
