@@ -1,5 +1,7 @@
 """The JSON API: digits, Xception, health."""
 
+from pathlib import Path
+
 from flask import Blueprint, jsonify, request
 
 from .recognition import checked_model_name, digit_from, digit_probabilities, load_note, registry, xception_top5
@@ -39,4 +41,18 @@ def predict_xception():
 @bp.get("/health")
 def health():
     """The state of each model; always 200 while the server answers."""
-    return jsonify(status="ok", models=registry().health())
+    models = registry()
+    server_paths = [str(models.xception_weights), str(models.models_folder)]
+    return jsonify(status="ok", models=without_paths(models.health(), server_paths))
+
+
+def without_paths(value, paths):
+    """`value` (nested dicts of strings) with each of `paths` cut to its last part:
+    anyone can read /health, and the server's directories are nobody's business."""
+    if isinstance(value, dict):
+        return {key: without_paths(item, paths) for key, item in value.items()}
+    if isinstance(value, str):
+        for path in paths:
+            if "/" in path or "\\" in path:
+                value = value.replace(path, Path(path).name)
+    return value

@@ -116,3 +116,21 @@ def test_health_reports_each_model(client):
     assert set(models) == {"dense", "cnn", "xception"}
     assert models["dense"]["state"] in ("loaded", "ready to load")
     assert models["xception"]["state"] in ("loads on first use", "unavailable")
+
+
+def test_health_shows_no_server_paths(client, app, tmp_path):
+    """Anyone can read /health: file names at most, never the server's directories."""
+    from app.models import ModelRegistry
+
+    weights = tmp_path / "private" / "xception.weights.h5"
+    app.extensions["models"] = ModelRegistry(tmp_path / "private" / "models", xception_weights=str(weights))
+    before = client.get("/health")
+    assert before.json["models"]["xception"] == {"state": "loads on first use", "weights": "xception.weights.h5"}
+    assert post_file(client, "/api/predict/xception", encode(Image.new("RGB", (64, 48)), "JPEG")).status_code == 503
+    after = client.get("/health")
+    assert after.json["models"]["xception"]["state"] == "unavailable"
+    assert "XCEPTION_WEIGHTS=xception.weights.h5 is not a file" in after.json["models"]["xception"]["error"]
+    assert after.json["models"]["dense"]["state"] == "missing"
+    for response in (before, after):
+        assert str(tmp_path) not in response.get_data(as_text=True)
+        assert "/private" not in response.get_data(as_text=True)
