@@ -54,8 +54,9 @@ def create_app(test_config=None):
 
     app.extensions["models"] = ModelRegistry(app.config["MODELS_FOLDER"], app.config["XCEPTION_WEIGHTS"])
 
-    from . import api, errors, pages, serving
+    from . import api, errors, pages, serving, uploads
 
+    uploads.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(serving.bp)

@@ -6,12 +6,13 @@ from flask import Blueprint, jsonify, request
 
 from .recognition import checked_model_name, digit_from, digit_probabilities, load_note, registry, xception_top5
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
-from .uploads import read_upload, store_upload
+from .uploads import accepts_upload, read_upload, store_upload
 
 bp = Blueprint("api", __name__)
 
 
 @bp.post("/api/predict/mnist")
+@accepts_upload
 def predict_mnist():
     """Recognise the handwritten digit in the uploaded image."""
     model_name = checked_model_name(request.values.get("model", "dense"))
@@ -27,6 +28,7 @@ def predict_mnist():
 
 
 @bp.post("/api/predict/xception")
+@accepts_upload
 def predict_xception():
     """Label the uploaded photo with Xception's top-5 ImageNet classes."""
     upload = read_upload(draft=XCEPTION_DRAFT)

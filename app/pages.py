@@ -10,7 +10,7 @@ from PIL import Image
 from .models import DIGIT_MODELS, ModelUnavailable
 from .recognition import digit_from, load_note, registry, xception_top5
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
-from .uploads import STORED_NAME, read_upload, store_upload
+from .uploads import STORED_NAME, accepts_upload, read_upload, store_upload
 
 bp = Blueprint("pages", __name__)
 
@@ -31,6 +31,7 @@ def index():
 
 
 @bp.post("/predict")
+@accepts_upload
 def predict():
     """Both digit models' answers for an uploaded or drawn digit."""
     upload = read_upload(draft=DIGIT_DRAFT)
@@ -58,6 +59,7 @@ def predict():
 
 
 @bp.route("/xception", methods=["GET", "POST"])
+@accepts_upload
 def xception():
     """Upload any photo and see Xception's five likeliest ImageNet labels."""
     if request.method == "GET":

@@ -67,7 +67,7 @@ def test_mnist_test_digits_uploaded_as_png_score_like_the_raw_test_set(client, r
 
 @pytest.mark.parametrize(("method", "path", "data", "status", "message"), [
     ("post", "/api/predict/mnist?model=rnn", "digit", 400, "unknown model 'rnn': use one of dense, cnn"),
-    ("post", "/api/predict/mnist", None, 400, "no file: send the image in the multipart form field 'file'"),
+    ("post", "/api/predict/mnist", None, 415, "send the image as a multipart form (multipart/form-data)"),
     ("post", "/api/predict/mnist", b"", 400, "the file is empty"),
     ("post", "/api/predict/mnist", b"just some text", 415, "unsupported file type: text files"),
     ("post", "/api/predict/mnist", "blank", 400, "no digit found: the image looks blank"),

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from flask import request
 from PIL import EpsImagePlugin, Image
 
 from app.images import open_untrusted
@@ -153,10 +154,23 @@ def test_bad_uploads_are_refused_with_a_clear_json_message(
     assert uploads() == []  # a refused upload leaves nothing behind
 
 
+URLENCODED_BOMB = b"a&" * (5 * MEGABYTE)  # 10 MB, 5.2 million fields: 2.5 s of CPU and 321 MB to parse
+
+
 @pytest.mark.parametrize(("request_kwargs", "status", "message"), [
     ({"method": "POST", "data": {"image": (io.BytesIO(b"x"), "digit.png")}}, 400,
      "no file: send the image in the multipart form field 'file'"),
-    ({"method": "POST", "data": b"\x89PNG...", "content_type": "image/png"}, 400, "no file"),  # a raw body
+    # Anything but a multipart form is refused before its body is read.
+    ({"method": "POST", "data": b"\x89PNG...", "content_type": "image/png"}, 415,  # a raw body
+     "send the image as a multipart form (multipart/form-data) in the field 'file'"),
+    ({"method": "POST", "data": b"\x89PNG...", "content_type": "image/png"}, 415, "got image/png"),
+    ({"method": "POST", "data": "model=cnn&file=digit.png", "content_type": "application/x-www-form-urlencoded"},
+     415, "got application/x-www-form-urlencoded"),
+    ({"method": "POST", "data": URLENCODED_BOMB, "content_type": "application/x-www-form-urlencoded"},
+     415, "got application/x-www-form-urlencoded"),
+    ({"method": "POST", "data": '{"file": "iVBORw0KGgo="}', "content_type": "application/json"}, 415,
+     "got application/json"),
+    ({"method": "POST"}, 415, "got no Content-Type"),
     ({"method": "POST", "data": {"file": (io.BytesIO(b"x"), "digit.png"), "model": "foo"}}, 400,
      "unknown model 'foo': use one of dense, cnn"),
     ({"method": "GET"}, 405, "this address does not accept that method; use POST"),
@@ -171,6 +185,20 @@ def test_malformed_requests_are_refused_with_a_clear_json_message(client, upload
     assert uploads() == []
 
 
+def test_the_urlencoded_bomb_is_refused_without_being_parsed(client, uploads, monkeypatch):
+    import werkzeug.formparser
+
+    from app import uploads as upload_module
+
+    parsed = []
+    for module in (werkzeug.formparser, upload_module):
+        monkeypatch.setattr(module, "parse_qsl", lambda *args, **kwargs: parsed.append(args) or [])
+    for url in (MNIST_URL, "/api/predict/xception", "/predict", "/xception"):
+        response = client.post(url, data=URLENCODED_BOMB, content_type="application/x-www-form-urlencoded")
+        assert response.status_code == 415 and "multipart" in response.get_data(as_text=True)
+    assert parsed == [] and uploads() == []
+
+
 def test_forms_over_the_form_limits_are_refused(client, app, uploads):
     too_many_parts = {f"field{i}": "x" for i in range(app.config["MAX_FORM_PARTS"] + 1)}
     response = client.post(MNIST_URL, data=too_many_parts, content_type="multipart/form-data")
@@ -178,6 +206,31 @@ def test_forms_over_the_form_limits_are_refused(client, app, uploads):
     body, content_type = multipart(b"x", model="x" * (app.config["MAX_FORM_MEMORY_SIZE"] + 1))
     assert_json_error(client.post(MNIST_URL, data=body, content_type=content_type), 413, "too large")
     assert uploads() == []
+
+
+@pytest.mark.parametrize(("body", "chunked", "status"), [
+    (b"a=1&b=2", False, 200),
+    (b"a=1&" * 15 + b"a=1", False, 200),  # 16 fields: MAX_FORM_PARTS
+    (b"a=1&" * 16 + b"a=1", False, 413),  # 17
+    (URLENCODED_BOMB, False, 413),  # over MAX_FORM_MEMORY_SIZE: refused from its Content-Length
+    (URLENCODED_BOMB, True, 413),  # the same, chunked: refused after reading 1 MB
+    (b"x=" + b"7" * MEGABYTE, False, 413),  # one field over the limit
+])
+def test_urlencoded_forms_get_the_form_limits_wherever_they_are_parsed(app, body, chunked, status):
+    """Werkzeug applies the limits to multipart forms only; this app, to any form."""
+    app.add_url_rule("/echo-form", "echo_form", methods=["POST"],
+                     view_func=lambda: {"fields": len(list(request.form.items(multi=True)))})
+    headers, overrides = {"Accept": "application/json"}, {}
+    if chunked:  # as gunicorn passes a chunked body on
+        headers["Transfer-Encoding"], overrides["wsgi.input_terminated"] = "chunked", True
+    response = app.test_client().post("/echo-form", input_stream=io.BytesIO(body), headers=headers,
+                                      content_type="application/x-www-form-urlencoded",
+                                      environ_overrides=overrides)
+    assert response.status_code == status
+    if status == 200:
+        assert response.json == {"fields": body.count(b"&") + 1}
+    else:
+        assert "too large" in response.json["error"]
 
 
 def test_an_unknown_api_address_is_a_json_404(client):
@@ -352,10 +405,13 @@ def test_the_transparent_canvas_really_needs_its_alpha(client, handwritten):
     (png_bomb(20_000, 20_000, 1), "digit.png", 400, "too many pixels"),
     (bytes(11 * MEGABYTE), "digit.png", 413, "the limit is 10 MB"),
     (None, None, 400, "send the image in the multipart form field 'file'"),
+    ("urlencoded", None, 415, "send the image as a multipart form (multipart/form-data)"),
 ])
 def test_the_upload_page_shows_the_same_messages_to_a_person(client, uploads, data, filename, status, message):
     if data is None:
         response = client.post("/predict", data={}, content_type="multipart/form-data")
+    elif data == "urlencoded":
+        response = client.post("/predict", data="file=digit.png", content_type="application/x-www-form-urlencoded")
     else:
         response = post_whole_body(client, "/predict", data, filename)
     assert response.status_code == status
