@@ -92,7 +92,7 @@ def model_plot(arch, plot):
 @bp.get("/uploads/<name>")
 def uploaded_file(name):
     """An accepted upload, served as an inert image (never as HTML or script)."""
-    if not STORED_NAME.match(name):
+    if not STORED_NAME.fullmatch(name):
         abort(404)
     response = send_from_directory(current_app.config["UPLOAD_FOLDER"], name)
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"

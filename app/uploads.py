@@ -20,7 +20,8 @@ from werkzeug.formparser import FormDataParser
 
 from .images import EXTENSIONS, ImageRejected, open_untrusted
 
-STORED_NAME = re.compile(r"^[0-9a-f]{32}\.(png|jpg|gif|bmp|webp|tif)$")
+# Generated names: uuid4 hex + extension. Always use fullmatch ("x.png\n" matches a `$`).
+STORED_NAME = re.compile(r"[0-9a-f]{32}\.(png|jpg|gif|bmp|webp|tif)")
 _prune_lock = threading.Lock()
 _stored_since_prune = 0
 _prune_folder_lock = threading.Lock()
@@ -136,7 +137,7 @@ def prune_uploads(folder, max_files, max_bytes):
     with _prune_folder_lock:
         entries = []
         for entry in os.scandir(folder):
-            if STORED_NAME.match(entry.name):
+            if STORED_NAME.fullmatch(entry.name):
                 try:
                     stat = entry.stat()
                 except FileNotFoundError:  # another worker pruned it first

@@ -10,7 +10,7 @@ from PIL import Image
 from app.models import DIGIT_MODELS
 from helpers import encode, post_file
 
-STORED_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
+STORED_NAME = re.compile(r"[0-9a-f]{32}\.png")
 
 
 def confident_digits(mnist_sample, count=5):
@@ -32,7 +32,7 @@ def test_predict_mnist_answers_with_the_contract(client, uploads, mnist_sample, 
     assert sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-5)
     assert body["confidence"] == max(body["probabilities"])
     assert body["prediction"] == int(np.argmax(body["probabilities"]))
-    assert STORED_NAME.match(body["upload"]) and uploads() == [body["upload"]]
+    assert STORED_NAME.fullmatch(body["upload"]) and uploads() == [body["upload"]]
 
 
 def test_model_can_be_chosen_in_the_form_too(client, mnist_sample):

@@ -164,7 +164,7 @@ def test_gunicorn_under_concurrent_and_hostile_uploads(tmp_path, digits):
     # Only the accepted uploads were kept, each under a generated name, nothing else.
     stored = {p.name for p in folder.iterdir()}
     assert stored == accepted
-    assert all(STORED_NAME.match(name) for name in stored)
+    assert all(STORED_NAME.fullmatch(name) for name in stored)
     log = next(tmp_path.glob("gunicorn-*.log")).read_text()
     assert "rejected POST /api/predict/mnist: too many pixels" in log  # the reason reaches the log
     assert "Traceback" not in log

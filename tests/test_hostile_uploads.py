@@ -361,7 +361,7 @@ def test_awkward_but_valid_images_are_read_correctly(
     # Stored under a generated name with the detected format's extension, byte for byte ...
     folder = Path(app.config["UPLOAD_FOLDER"])
     name = response.json["upload"]
-    assert STORED_NAME.match(name) and name.endswith("." + extension)
+    assert STORED_NAME.fullmatch(name) and name.endswith("." + extension)
     assert (folder / name).read_bytes() == data
     # ... and nothing else was written anywhere, least of all where the client's name points.
     assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == [folder / name]
@@ -482,11 +482,13 @@ def test_a_stored_upload_is_served_as_an_inert_image(client, handwritten):
     "/uploads/" + "a" * 32 + ".svg",
     "/uploads/" + "a" * 32 + ".png.html",
     "/uploads/" + "a" * 32 + ".png%00.html",
+    "/uploads/" + "a" * 32 + ".png%0A",  # a `$` in the name's pattern would let this through
 ])
 def test_only_generated_upload_names_are_served(client, app, path):
     folder = Path(app.config["UPLOAD_FOLDER"])
     folder.mkdir()
-    for decoy in (".gitkeep", ".incoming-abc123", "digit.png", "a" * 32 + ".svg", "A" * 32 + ".png"):
+    for decoy in (".gitkeep", ".incoming-abc123", "digit.png", "a" * 32 + ".svg", "A" * 32 + ".png",
+                  "a" * 32 + ".png\n"):
         (folder / decoy).write_bytes(SVG)  # files that are there, but were never ours to serve
     response = client.get(path)
     assert response.status_code == 404

@@ -66,7 +66,7 @@ def test_every_awkward_upload_is_read_correctly_over_http(server, mnist_sample, 
         make_file, filename, label, extension = case.values
         status, _, body = post(base_url, make_file(handwritten), filename, f"{MNIST_URL}?model={model}")
         assert (status, body.get("prediction")) == (200, label), (case.id, body)
-        assert STORED_NAME.match(body["upload"]) and body["upload"].endswith("." + extension)
+        assert STORED_NAME.fullmatch(body["upload"]) and body["upload"].endswith("." + extension)
         accepted.add(body["upload"])
     assert stored(folder) - before == accepted
 
