@@ -23,6 +23,7 @@ ENVIRONMENT_SETTINGS = {
     "MAX_IMAGE_PIXELS": int,
     "UPLOAD_MAX_FILES": int,
     "UPLOAD_MAX_BYTES": int,
+    "UPLOAD_STORED_MAX_SIDE": int,
 }
 
 
@@ -43,6 +44,7 @@ def create_app(test_config=None):
         UPLOAD_MAX_FILES=1000,  # past either cap, the oldest uploads are deleted
         UPLOAD_MAX_BYTES=500 * 1024 * 1024,
         UPLOAD_PRUNE_EVERY=100,  # a scan of 1,000 uploads takes ~5 ms: amortise it
+        UPLOAD_STORED_MAX_SIDE=1024,  # re-encoded copies are reduced to this (app/uploads.py)
     )
     for key, convert in ENVIRONMENT_SETTINGS.items():
         if key in os.environ:

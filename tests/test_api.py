@@ -46,7 +46,7 @@ def test_dense_is_the_default_model(client, mnist_sample):
     assert post_file(client, "/api/predict/mnist", encode(image)).json["model"] == "dense"
 
 
-def test_the_stored_upload_is_the_file_that_was_sent(client, app, mnist_sample):
+def test_a_plain_png_is_stored_as_it_was_sent(client, app, mnist_sample):
     data = encode(confident_digits(mnist_sample)[1][0])
     name = post_file(client, "/api/predict/mnist", data).json["upload"]
     assert (Path(app.config["UPLOAD_FOLDER"]) / name).read_bytes() == data

@@ -2,7 +2,8 @@
 
 Every wrong upload gets a clear message and the right status, as JSON {"error": ...}
 from the API and as a page for a person. Hostile files never take the server down,
-fill its disk, write outside the upload folder, or reach Ghostscript. Awkward but
+fill its disk, write outside the upload folder, or reach Ghostscript, and what is kept
+of an accepted one is its picture only: no metadata, nothing appended. Awkward but
 valid images (transparent canvases, 16-bit, CMYK, sideways phone photos, animations,
 odd file names) are read correctly and stored under a generated name.
 """
@@ -23,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from flask import request
-from PIL import EpsImagePlugin, Image
+from PIL import EpsImagePlugin, Image, PngImagePlugin
 
 from app.images import open_untrusted
 from app.models import DIGIT_MODELS
@@ -319,6 +320,13 @@ def sideways_jpeg(hw, orientation=8):
     return encode(sideways, "JPEG", quality=95, exif=exif)
 
 
+def sideways_png(hw):
+    """The same, as a PNG: its EXIF sits in an eXIf chunk."""
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    return encode(Image.fromarray(hw(7)).transpose(Image.Transpose.ROTATE_270), exif=exif)
+
+
 def animated_gif(hw):
     """Two frames: an 8, then a 2. Only the first frame counts."""
     first, second = Image.fromarray(hw(8)), Image.fromarray(hw(2))
@@ -331,16 +339,18 @@ def chalk_on_board(hw):
 
 
 AWKWARD_UPLOADS = [
-    # (make the file from `handwritten`, file name, expected digit, stored extension)
+    # (make the file from `handwritten`, file name, expected digit, stored extension:
+    # jpg for JPEGs, png for everything else)
     pytest.param(transparent_canvas, "canvas.png", 3, "png", id="rgba-transparent-canvas"),
     pytest.param(sixteen_bit, "scan16.png", 4, "png", id="16-bit-grey-png"),
     pytest.param(palette, "digit.png", 5, "png", id="palette-png"),
     pytest.param(cmyk_jpeg, "print.jpg", 6, "jpg", id="cmyk-jpeg"),
     pytest.param(sideways_jpeg, "IMG_1234.JPG", 7, "jpg", id="sideways-jpeg-with-exif-orientation"),
-    pytest.param(animated_gif, "anim.gif", 8, "gif", id="animated-gif-first-frame"),
-    pytest.param(lambda hw: encode(hw(9), "WEBP", quality=80), "digit.webp", 9, "webp", id="webp"),
-    pytest.param(lambda hw: encode(hw(1), "BMP"), "digit.bmp", 1, "bmp", id="bmp"),
-    pytest.param(lambda hw: encode(hw(2), "TIFF", compression="tiff_lzw"), "scan.tiff", 2, "tif", id="tiff"),
+    pytest.param(sideways_png, "sideways.png", 7, "png", id="sideways-png-with-exif-orientation"),
+    pytest.param(animated_gif, "anim.gif", 8, "png", id="animated-gif-first-frame"),
+    pytest.param(lambda hw: encode(hw(9), "WEBP", quality=80), "digit.webp", 9, "png", id="webp"),
+    pytest.param(lambda hw: encode(hw(1), "BMP"), "digit.bmp", 1, "png", id="bmp"),
+    pytest.param(lambda hw: encode(hw(2), "TIFF", compression="tiff_lzw"), "scan.tiff", 2, "png", id="tiff"),
     pytest.param(chalk_on_board, "board.png", 9, "png", id="light-ink-on-dark-board"),
     # A PNG named like something else is stored as what it is.
     pytest.param(lambda hw: encode(hw(3)), "digit.jpg", 3, "png", id="png-named-jpg"),
@@ -358,14 +368,17 @@ def test_awkward_but_valid_images_are_read_correctly(
     response = post_file(client, MNIST_URL, data, filename, model=model)
     assert response.status_code == 200, response.json
     assert response.json["prediction"] == label
-    # Stored under a generated name with the detected format's extension, byte for byte ...
+    # Stored under a generated name, as a clean copy ...
     folder = Path(app.config["UPLOAD_FOLDER"])
     name = response.json["upload"]
     assert STORED_NAME.fullmatch(name) and name.endswith("." + extension)
-    assert (folder / name).read_bytes() == data
     # ... and nothing else was written anywhere, least of all where the client's name points.
     assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == [folder / name]
     assert not os.path.lexists(os.path.normpath(folder / filename))
+    # The copy is the same picture, upright: it reads as the same digit without any metadata.
+    stored = (folder / name).read_bytes()
+    assert_only_a_picture(stored)
+    assert post_file(client, MNIST_URL, stored, name, model=model).json["prediction"] == label
 
 
 @pytest.mark.parametrize(("make_file", "format", "mode", "frames"), [
@@ -450,20 +463,163 @@ def test_pruning_leaves_files_it_did_not_write_alone(client, app, uploads, handw
     names = [post_file(client, MNIST_URL, encode(handwritten(label))).json["upload"] for label in (1, 2)]
     assert uploads() == sorted([".gitkeep", names[-1]])
 
+# What is kept of an accepted upload: its picture, nothing else ------------------------
+
+PAYLOAD = HTML + np.random.default_rng(11).integers(0, 256, 64 * 1024, dtype=np.uint8).tobytes()
+
+
+def gps_exif():
+    """EXIF as a phone writes it: the maker, and where the photo was taken."""
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 22.0, 5.0), 3: "E", 4: (4.0, 53.0, 30.0)})
+    return exif
+
+
+def png_with_metadata_and_a_payload(hw):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "taken at home")
+    info.add_itxt("Description", "a seven", zip=True)
+    return encode(Image.fromarray(hw(7)), exif=gps_exif(), pnginfo=info, icc_profile=b"\x00" * 1000) + PAYLOAD
+
+
+def png_with_data_after_its_pixels(hw):
+    """Another IDAT chunk after the compressed pixels: decoders stop before it."""
+    data = encode(hw(7))
+    iend = len(data) - 12
+    return data[:iend] + png_chunk(b"IDAT", PAYLOAD) + data[iend:]
+
+
+def jpeg_with_gps_and_a_payload(hw):
+    return encode(Image.fromarray(hw(7)).convert("RGB"), "JPEG", quality=95, exif=gps_exif(),
+                  comment=b"taken at home", icc_profile=b"\x00" * 1000) + PAYLOAD
+
+
+def finding_11(hw):
+    """Issue 14, finding 11: a 64x64 PNG followed by 9 MB of HTML and random bytes."""
+    junk = np.random.default_rng(14).integers(0, 256, 9 * MEGABYTE, dtype=np.uint8).tobytes()
+    return encode(hw(7, size=64)) + HTML + junk
+
+
+STORED_COPIES = [
+    # (make the file from `handwritten`, file name, stored extension, the same pixels exactly)
+    pytest.param(png_with_metadata_and_a_payload, "IMG_0042.png", "png", True, id="png-gps-text-icc-payload"),
+    pytest.param(png_with_data_after_its_pixels, "digit.png", "png", True, id="png-data-after-the-pixels"),
+    pytest.param(finding_11, "digit.png", "png", True, id="png-then-9-mb-of-html-and-bytes"),
+    pytest.param(jpeg_with_gps_and_a_payload, "IMG_0042.jpg", "jpg", False, id="jpeg-gps-comment-icc-payload"),
+    pytest.param(lambda hw: encode(Image.fromarray(hw(7)), "GIF", comment=b"hello") + PAYLOAD, "digit.gif", "png",
+                 True, id="gif-comment-payload"),
+    pytest.param(lambda hw: encode(Image.fromarray(hw(7)), "WEBP", lossless=True, exif=gps_exif()), "digit.webp",
+                 "png", True, id="webp-gps"),
+    pytest.param(lambda hw: encode(Image.fromarray(hw(7)), "TIFF", exif=gps_exif().tobytes()), "scan.tif",
+                 "png", True, id="tiff-gps"),
+]
+
+
+def png_chunk_types(data):
+    kinds, position = [], 8
+    while position < len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        kinds.append(kind.decode())
+        position += 12 + length
+    return kinds
+
+
+def jpeg_segments(data):
+    """The marker bytes of a JPEG's segments, up to the start of its pixel data."""
+    markers, position = [], 2
+    while data[position + 1] != 0xDA:  # SOS: the compressed pixels follow
+        markers.append(data[position + 1])
+        position += 2 + struct.unpack_from(">H", data, position + 2)[0]
+    return markers
+
+
+def assert_only_a_picture(data):
+    """`data` is one PNG or JPEG holding its pixels and nothing else: no metadata, nothing after its end."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        assert image.format in ("PNG", "JPEG")
+        assert len(image.getexif()) == 0
+        assert not {"exif", "comment", "icc_profile", "xmp", "XML:com.adobe.xmp"} & set(image.info)
+        format = image.format
+    if format == "PNG":
+        assert set(png_chunk_types(data)) <= {"IHDR", "PLTE", "tRNS", "IDAT", "IEND"}
+        assert png_chunk_types(data)[-1] == "IEND"  # and the walk above reached the end exactly
+    else:
+        APP1_EXIF_XMP, APP2_ICC, COMMENT = 0xE1, 0xE2, 0xFE
+        assert not {APP1_EXIF_XMP, APP2_ICC, COMMENT} & set(jpeg_segments(data))
+        assert data.endswith(b"\xff\xd9")
+        assert b"Exif" not in data
+
+
+@pytest.mark.parametrize(("make_file", "filename", "extension", "lossless"), STORED_COPIES)
+def test_only_the_picture_is_kept_no_metadata_and_nothing_appended(
+        client, app, handwritten, make_file, filename, extension, lossless):
+    data = make_file(handwritten)
+    response = post_whole_body(client, MNIST_URL, data, filename)
+    assert response.status_code == 200 and response.json["prediction"] == 7, response.json
+    name = response.json["upload"]
+    assert name.endswith("." + extension)
+    stored = (Path(app.config["UPLOAD_FOLDER"]) / name).read_bytes()
+    assert_only_a_picture(stored)
+    assert HTML not in stored and PAYLOAD[-64:] not in stored and b"PhoneMaker" not in stored
+    assert len(stored) < 20_000  # the pictures are 120x120 (64x64) grey: the rest was not kept
+    # ... and it is the picture that was sent.
+    with Image.open(io.BytesIO(data)) as sent, Image.open(io.BytesIO(stored)) as kept:
+        sent_pixels = np.asarray(sent.convert("L"), dtype=np.int16)
+        kept_pixels = np.asarray(kept.convert("L"), dtype=np.int16)
+    if lossless:
+        assert np.array_equal(kept_pixels, sent_pixels)
+    else:
+        assert np.abs(kept_pixels - sent_pixels).mean() < 2
+
+
+def test_the_metadata_rows_really_carry_gps_and_payloads(handwritten):
+    """Guards the table above: each file has what must not be kept."""
+    for make_file in (png_with_metadata_and_a_payload, jpeg_with_gps_and_a_payload):
+        data = make_file(handwritten)
+        assert data.endswith(PAYLOAD)
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.getexif().get_ifd(0x8825)[2] == (52.0, 22.0, 5.0)  # latitude
+            assert "icc_profile" in image.info
+    for make_file, format in ((lambda hw: STORED_COPIES[5].values[0](hw), "WEBP"),
+                              (lambda hw: STORED_COPIES[6].values[0](hw), "TIFF")):
+        with Image.open(io.BytesIO(make_file(handwritten))) as image:
+            assert image.format == format and image.getexif().get_ifd(0x8825)
+    # Without our cleaning, Pillow reads the PNG's extra IDAT chunk as if it were not there.
+    with Image.open(io.BytesIO(png_with_data_after_its_pixels(handwritten))) as image:
+        image.load()
+
+
+@pytest.mark.parametrize(("format", "options", "extension"), [
+    ("JPEG", {"quality": 90}, "jpg"),  # decoded at 1/8 scale already (images.open_untrusted's draft)
+    ("GIF", {}, "png"),  # a palette picture: reduced by taking every n-th pixel
+    ("TIFF", {"compression": "tiff_lzw"}, "png"),
+])
+def test_big_pictures_are_kept_reduced(client, app, handwritten, format, options, extension):
+    data = encode(handwritten(3, size=3000), format, **options)
+    response = post_whole_body(client, MNIST_URL, data, "big")
+    assert response.status_code == 200 and response.json["prediction"] == 3
+    name = response.json["upload"]
+    assert name.endswith("." + extension)
+    with Image.open(Path(app.config["UPLOAD_FOLDER"]) / name) as kept:
+        assert max(kept.size) <= app.config["UPLOAD_STORED_MAX_SIDE"]
+        assert kept.size[0] == kept.size[1]
+
 
 # Serving stored uploads back ----------------------------------------------------------
 
 
 def test_a_stored_upload_is_served_as_an_inert_image(client, handwritten):
-    # A polyglot: a valid PNG with an HTML page after its end. It is stored as sent, so
-    # it must be served in a way no browser will run: image type, no sniffing, sandboxed.
-    data = encode(handwritten(4)) + HTML
-    name = post_file(client, MNIST_URL, data, "digit.html").json["upload"]
+    # A polyglot: a valid PNG with an HTML page after its end. Only the PNG is kept, and
+    # it is served in a way no browser will run: image type, no sniffing, sandboxed.
+    png = encode(handwritten(4))
+    name = post_file(client, MNIST_URL, png + HTML, "digit.html").json["upload"]
     assert name.endswith(".png")
     with client.get(f"/uploads/{name}") as response:  # a file response: closed when done
         assert response.status_code == 200
         assert response.mimetype == "image/png"
-        assert response.data == data
+        assert response.data == png
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert "sandbox" in response.headers["Content-Security-Policy"]
         assert response.headers["Content-Disposition"] == "inline"
@@ -541,6 +697,7 @@ def test_fuzzed_uploads_never_cause_a_server_error(client, app, fuzz_seeds, data
     if response.status_code == 200:
         assert 0 <= response.json["prediction"] <= 9
         assert after - before == {response.json["upload"]}
+        assert_only_a_picture((Path(app.config["UPLOAD_FOLDER"]) / response.json["upload"]).read_bytes())
     else:
         assert response.status_code in (400, 415) and response.is_json and set(response.json) == {"error"}
         assert after == before
