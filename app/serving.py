@@ -16,7 +16,8 @@ Each instance may also be named, {"input_layer": [...]}, as TF Serving allows.
 Values must be finite and within +-MAX_VALUE (the models expect pixels in [0, 1]).
 Errors are {"error": "..."}: 400 for a bad body (or a non-finite answer), 404 for an
 unknown model or version, 503 when the model file is missing, 413 past
-MAX_CONTENT_LENGTH, chunked bodies included. A request holds at most MAX_BATCH instances. Not implemented: :classify, :regress, /labels/, "b64" values.
+MAX_CONTENT_LENGTH, chunked bodies included. A request holds at most MAX_BATCH
+instances. Not implemented: :classify, :regress, /labels/, "b64" values.
 https://www.tensorflow.org/tfx/serving/api_rest
 """
 

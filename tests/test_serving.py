@@ -95,7 +95,8 @@ def test_a_body_past_max_content_length_is_413(client, app, chunked):
     "not valid JSON" (issue 14, finding 12)."""
     body = json.dumps({"instances": [[0.0] * 784]}).encode()
     too_large = body + b" " * (app.config["MAX_CONTENT_LENGTH"] + 1 - len(body))
-    response = post_chunked(client, "mnist_dense", too_large) if chunked else predict(client, "mnist_dense", too_large)
+    send = post_chunked if chunked else predict
+    response = send(client, "mnist_dense", too_large)
     assert response.status_code == 413
     assert "too large" in response.json["error"]
 
