@@ -4,19 +4,14 @@ Validate first, store last: a rejected upload leaves nothing behind. An upload m
 come as a multipart form; any other body is refused before it is parsed. What is kept
 is a clean copy of the picture the server decoded, never the bytes as sent: no
 metadata (EXIF, GPS, ICC, comments), nothing appended, under a generated name
-(uuid + extension), never the client's.
+(uuid + extension), never the client's. app/quota.py keeps the folder within its caps.
 """
 
 import functools
 import io
 import math
-import os
-import re
 import struct
-import threading
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -27,13 +22,7 @@ from werkzeug.formparser import FormDataParser
 
 from .images import ImageRejected, open_untrusted
 from .preprocessing import UPRIGHT
-
-# Generated names: uuid4 hex + extension. Always use fullmatch ("x.png\n" matches a `$`).
-# gif, bmp, webp and tif are only found in folders from before uploads were re-encoded.
-STORED_NAME = re.compile(r"[0-9a-f]{32}\.(png|jpg|gif|bmp|webp|tif)")
-_prune_lock = threading.Lock()
-_stored_since_prune = 0
-_prune_folder_lock = threading.Lock()
+from .quota import STORED_NAME, UploadFolder  # noqa: F401 (STORED_NAME: pages and tests use it from here)
 
 
 # Forms -----------------------------------------------------------------------------
@@ -219,55 +208,24 @@ def reduced(image, max_side):
 
 
 def store_upload(upload):
-    """Write a clean copy of the accepted upload under a generated name; returns that name."""
-    data, extension = clean_copy(upload, current_app.config["UPLOAD_STORED_MAX_SIDE"])
-    folder = current_app.config["UPLOAD_FOLDER"]
-    os.makedirs(folder, exist_ok=True)
-    token = uuid.uuid4().hex
-    name = f"{token}.{extension}"
-    # Write to a temporary file in the same folder, then rename: never half a file.
-    tmp = os.path.join(folder, f".incoming-{token}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, os.path.join(folder, name))
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    # Scanning the folder costs ~5 ms per 1,000 files: do it every UPLOAD_PRUNE_EVERY uploads.
-    global _stored_since_prune
-    with _prune_lock:
-        _stored_since_prune += 1
-        due = _stored_since_prune >= current_app.config["UPLOAD_PRUNE_EVERY"]
-        if due:
-            _stored_since_prune = 0
-    if due:
-        prune_uploads(folder, current_app.config["UPLOAD_MAX_FILES"], current_app.config["UPLOAD_MAX_BYTES"])
+    """Keep a clean copy of an accepted upload; returns its generated name, or None
+    when the caps leave no room for it at all (UPLOAD_MAX_FILES = 0: storing is off)."""
+    config = current_app.config
+    if config["UPLOAD_MAX_FILES"] < 1:
+        return None
+    data, extension = clean_copy(upload, config["UPLOAD_STORED_MAX_SIDE"])
+    name = upload_folder().store(data, extension, config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"])
+    if name is None:
+        current_app.logger.info("upload not kept: %d bytes, caps %d files, %d bytes",
+                                len(data), config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"])
     return name
 
 
-def prune_uploads(folder, max_files, max_bytes):
-    """Delete the oldest stored uploads until the folder is within both caps."""
-    with _prune_folder_lock:
-        entries = []
-        for entry in os.scandir(folder):
-            if STORED_NAME.fullmatch(entry.name):
-                try:
-                    stat = entry.stat()
-                except FileNotFoundError:  # another worker pruned it first
-                    continue
-                entries.append((stat.st_mtime_ns, entry.name, stat.st_size))
-        entries.sort()
-        total = sum(size for _, _, size in entries)
-        while entries and (len(entries) > max_files or total > max_bytes):
-            _, name, size = entries.pop(0)
-            try:
-                os.unlink(Path(folder) / name)
-            except FileNotFoundError:
-                pass
-            total -= size
+def upload_folder():
+    """This app's UploadFolder (created by init_app)."""
+    return current_app.extensions["uploads"]
 
 
 def init_app(app):
     app.request_class = LimitedRequest
+    app.extensions["uploads"] = UploadFolder(app.config["UPLOAD_FOLDER"])

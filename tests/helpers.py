@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.quota import LEDGER
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -37,3 +39,10 @@ def multipart(data, filename="digit.png", **fields):
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
                  "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def folder_files(folder):
+    """The names of the files in an upload folder, sorted, all but the quota's ledger
+    (and SQLite's files beside it)."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(LEDGER)) if folder.exists() else []

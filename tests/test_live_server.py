@@ -9,7 +9,7 @@ import json
 import pytest
 
 from app.uploads import STORED_NAME
-from helpers import multipart
+from helpers import folder_files, multipart
 from live_server import live_server
 from test_hostile_uploads import AWKWARD_UPLOADS, BAD_UPLOADS, handwriting_from
 
@@ -34,7 +34,7 @@ def post(base_url, data, filename, path=MNIST_URL):
 
 
 def stored(folder):
-    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+    return set(folder_files(folder))
 
 
 @pytest.fixture(scope="module")
