@@ -23,6 +23,7 @@ ENVIRONMENT_SETTINGS = {
     "MAX_IMAGE_PIXELS": int,
     "UPLOAD_MAX_FILES": int,
     "UPLOAD_MAX_BYTES": int,
+    "UPLOAD_STORED_MAX_SIDE": int,
 }
 
 
@@ -40,9 +41,11 @@ def create_app(test_config=None):
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
         MAX_FORM_PARTS=16,
         MAX_IMAGE_PIXELS=DEFAULT_MAX_PIXELS,  # 40 megapixels
-        UPLOAD_MAX_FILES=1000,  # past either cap, the oldest uploads are deleted
+        # Caps on the upload folder, for all workers together (app/quota.py): to make room
+        # for a new upload, the oldest are deleted. UPLOAD_MAX_FILES=0 keeps no uploads.
+        UPLOAD_MAX_FILES=1000,
         UPLOAD_MAX_BYTES=500 * 1024 * 1024,
-        UPLOAD_PRUNE_EVERY=100,  # a scan of 1,000 uploads takes ~5 ms: amortise it
+        UPLOAD_STORED_MAX_SIDE=1024,  # re-encoded copies are reduced to this (app/uploads.py)
     )
     for key, convert in ENVIRONMENT_SETTINGS.items():
         if key in os.environ:
@@ -54,8 +57,9 @@ def create_app(test_config=None):
 
     app.extensions["models"] = ModelRegistry(app.config["MODELS_FOLDER"], app.config["XCEPTION_WEIGHTS"])
 
-    from . import api, errors, pages, serving
+    from . import api, errors, pages, serving, uploads
 
+    uploads.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(serving.bp)

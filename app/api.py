@@ -1,15 +1,18 @@
 """The JSON API: digits, Xception, health."""
 
+from pathlib import Path
+
 from flask import Blueprint, jsonify, request
 
 from .recognition import checked_model_name, digit_from, digit_probabilities, load_note, registry, xception_top5
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
-from .uploads import read_upload, store_upload
+from .uploads import accepts_upload, read_upload, store_upload
 
 bp = Blueprint("api", __name__)
 
 
 @bp.post("/api/predict/mnist")
+@accepts_upload
 def predict_mnist():
     """Recognise the handwritten digit in the uploaded image."""
     model_name = checked_model_name(request.values.get("model", "dense"))
@@ -25,6 +28,7 @@ def predict_mnist():
 
 
 @bp.post("/api/predict/xception")
+@accepts_upload
 def predict_xception():
     """Label the uploaded photo with Xception's top-5 ImageNet classes."""
     upload = read_upload(draft=XCEPTION_DRAFT)
@@ -39,4 +43,18 @@ def predict_xception():
 @bp.get("/health")
 def health():
     """The state of each model; always 200 while the server answers."""
-    return jsonify(status="ok", models=registry().health())
+    models = registry()
+    server_paths = [str(models.xception_weights), str(models.models_folder)]
+    return jsonify(status="ok", models=without_paths(models.health(), server_paths))
+
+
+def without_paths(value, paths):
+    """`value` (nested dicts of strings) with each of `paths` cut to its last part:
+    anyone can read /health, and the server's directories are nobody's business."""
+    if isinstance(value, dict):
+        return {key: without_paths(item, paths) for key, item in value.items()}
+    if isinstance(value, str):
+        for path in paths:
+            if "/" in path or "\\" in path:
+                value = value.replace(path, Path(path).name)
+    return value

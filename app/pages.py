@@ -10,7 +10,7 @@ from PIL import Image
 from .models import DIGIT_MODELS, ModelUnavailable
 from .recognition import digit_from, load_note, registry, xception_top5
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
-from .uploads import STORED_NAME, read_upload, store_upload
+from .uploads import STORED_NAME, accepts_upload, read_upload, store_upload
 
 bp = Blueprint("pages", __name__)
 
@@ -31,6 +31,7 @@ def index():
 
 
 @bp.post("/predict")
+@accepts_upload
 def predict():
     """Both digit models' answers for an uploaded or drawn digit."""
     upload = read_upload(draft=DIGIT_DRAFT)
@@ -58,6 +59,7 @@ def predict():
 
 
 @bp.route("/xception", methods=["GET", "POST"])
+@accepts_upload
 def xception():
     """Upload any photo and see Xception's five likeliest ImageNet labels."""
     if request.method == "GET":
@@ -90,7 +92,7 @@ def model_plot(arch, plot):
 @bp.get("/uploads/<name>")
 def uploaded_file(name):
     """An accepted upload, served as an inert image (never as HTML or script)."""
-    if not STORED_NAME.match(name):
+    if not STORED_NAME.fullmatch(name):
         abort(404)
     response = send_from_directory(current_app.config["UPLOAD_FOLDER"], name)
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"

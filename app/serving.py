@@ -13,9 +13,11 @@ one version, 1: the model file this process loaded.
 As in TF Serving, inputs must match the signature exactly: 784 floats per instance
 for mnist_dense, 28x28x1 for mnist_cnn (a 28x28 digit is refused, with a hint).
 Each instance may also be named, {"input_layer": [...]}, as TF Serving allows.
-Errors are {"error": "..."}: 400 for a bad body, 404 for an unknown model or
-version, 503 when the model file is missing, 413 past MAX_CONTENT_LENGTH. A request
-holds at most MAX_BATCH instances. Not implemented: :classify, :regress, /labels/, "b64" values.
+Values must be finite and within +-MAX_VALUE (the models expect pixels in [0, 1]).
+Errors are {"error": "..."}: 400 for a bad body (or a non-finite answer), 404 for an
+unknown model or version, 503 when the model file is missing, 413 past
+MAX_CONTENT_LENGTH, chunked bodies included. A request holds at most MAX_BATCH
+instances. Not implemented: :classify, :regress, /labels/, "b64" values.
 https://www.tensorflow.org/tfx/serving/api_rest
 """
 
@@ -37,6 +39,10 @@ OUTPUT_NAME = "output_0"  # what Keras' model.export() calls a model's single ou
 # Instances per request. The model lock is held for the whole batch: 256 CNN digits take
 # ~0.3 s on 2 cores, 1,024 took 1.1 s, which would hold up the worker's other requests.
 MAX_BATCH = 256
+# The models expect pixels in [0, 1]; any pixel scale a client may use (0-255, or
+# normalised) passes, and bounded inputs keep the float32 products finite: 3e38 in
+# every pixel overflowed the dense net's first product to inf, and its answer to NaN.
+MAX_VALUE = 255.0
 
 
 class ModelNameConverter(BaseConverter):
@@ -69,10 +75,12 @@ def numeric_array(value, what):
         raise ValueError(f"{what} is a ragged list: every instance needs the same shape") from None
     if array.dtype.kind not in "iuf":  # b: true/false, U: strings, O: null, objects, huge ints
         raise ValueError(f"{what} must hold only numbers")
-    array = array.astype(np.float32)
     if not np.isfinite(array).all():
         raise ValueError(f"{what} must hold only finite numbers")
-    return array
+    if array.size and np.abs(array).max() > MAX_VALUE:
+        raise ValueError(f"{what} must hold values between {-MAX_VALUE:g} and {MAX_VALUE:g}: "
+                         "pixels, which these models expect scaled to [0, 1]")
+    return array.astype(np.float32)
 
 
 def shape_hint(expected, got):
@@ -149,15 +157,28 @@ def predict(name, version):
     """TF Serving's predict: row ("instances") or columnar ("inputs") format."""
     model = served_model(name, version)
     try:
-        body = json.loads(request.get_data())
-    except (ValueError, RecursionError):  # UnicodeDecodeError included; RecursionError: [[[[...
-        abort(400, description="the body is not valid JSON")
-    try:
-        batch, form = batch_from_body(body, input_name(model), model.input_shape)
+        batch, form = batch_from_body(json_body(), input_name(model), model.input_shape)
     except ValueError as exc:
         abort(400, description=str(exc))
-    outputs = model(batch).tolist()
+    outputs = model(batch)
+    if not np.isfinite(outputs).all():  # never NaN in a JSON answer (it isn't JSON)
+        abort(400, description="the model's output for these inputs is not a finite number")
+    outputs = outputs.tolist()
     return jsonify(predictions=outputs) if form == "row" else jsonify(outputs=outputs)
+
+
+def json_body():
+    """The request body, parsed; 400 when it is not JSON, 413 past MAX_CONTENT_LENGTH."""
+    data = request.get_data(cache=False)
+    limit = request.max_content_length
+    # Sent chunked (no Content-Length), a body is read up to the limit and no further,
+    # without a word: a longer one would look like a shorter, broken one.
+    if limit is not None and request.content_length is None and len(data) >= limit and request.input_stream.read(1):
+        abort(413)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError included; RecursionError: [[[[...
+        abort(400, description="the body is not valid JSON")
 
 
 @bp.get("/<model:name>", defaults={"version": None})

@@ -1,13 +1,11 @@
 """Shared fixtures. Models load once per test session; each test gets a fresh app
 with its own temporary upload folder. Nothing here touches the network."""
 
-from pathlib import Path
-
 import pytest
 
 from app import create_app
 from app.models import ModelRegistry
-from helpers import FIXTURES, ROOT
+from helpers import FIXTURES, ROOT, folder_files
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +35,6 @@ def app(tmp_path, registry, missing_weights):
         "TESTING": True,
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),
         "XCEPTION_WEIGHTS": missing_weights,
-        "UPLOAD_PRUNE_EVERY": 1,
     })
     app.extensions["models"] = registry  # share the loaded models across tests
     return app
@@ -50,8 +47,7 @@ def client(app):
 
 @pytest.fixture
 def uploads(app):
-    """The stored uploads of this test's app, by name."""
+    """The files in this test's upload folder, by name, all but the quota's ledger."""
     def stored():
-        folder = Path(app.config["UPLOAD_FOLDER"])
-        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+        return folder_files(app.config["UPLOAD_FOLDER"])
     return stored

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.quota import LEDGER
 from app.samples import multipart  # noqa: F401 (the tests import it from here too)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,3 +26,10 @@ def post_file(client, url, data, filename="digit.png", **fields):
     """POST `data` as the multipart field `file`."""
     return client.post(url, data={"file": (io.BytesIO(data), filename), **fields},
                        content_type="multipart/form-data")
+
+
+def folder_files(folder):
+    """The names of the files in an upload folder, sorted, all but the quota's ledger
+    (and SQLite's files beside it)."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(LEDGER)) if folder.exists() else []

@@ -10,7 +10,7 @@ from PIL import Image
 from app.models import DIGIT_MODELS
 from helpers import encode, post_file
 
-STORED_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
+STORED_NAME = re.compile(r"[0-9a-f]{32}\.png")
 
 
 def confident_digits(mnist_sample, count=5):
@@ -32,7 +32,7 @@ def test_predict_mnist_answers_with_the_contract(client, uploads, mnist_sample, 
     assert sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-5)
     assert body["confidence"] == max(body["probabilities"])
     assert body["prediction"] == int(np.argmax(body["probabilities"]))
-    assert STORED_NAME.match(body["upload"]) and uploads() == [body["upload"]]
+    assert STORED_NAME.fullmatch(body["upload"]) and uploads() == [body["upload"]]
 
 
 def test_model_can_be_chosen_in_the_form_too(client, mnist_sample):
@@ -46,7 +46,7 @@ def test_dense_is_the_default_model(client, mnist_sample):
     assert post_file(client, "/api/predict/mnist", encode(image)).json["model"] == "dense"
 
 
-def test_the_stored_upload_is_the_file_that_was_sent(client, app, mnist_sample):
+def test_a_plain_png_is_stored_as_it_was_sent(client, app, mnist_sample):
     data = encode(confident_digits(mnist_sample)[1][0])
     name = post_file(client, "/api/predict/mnist", data).json["upload"]
     assert (Path(app.config["UPLOAD_FOLDER"]) / name).read_bytes() == data
@@ -67,7 +67,7 @@ def test_mnist_test_digits_uploaded_as_png_score_like_the_raw_test_set(client, r
 
 @pytest.mark.parametrize(("method", "path", "data", "status", "message"), [
     ("post", "/api/predict/mnist?model=rnn", "digit", 400, "unknown model 'rnn': use one of dense, cnn"),
-    ("post", "/api/predict/mnist", None, 400, "no file: send the image in the multipart form field 'file'"),
+    ("post", "/api/predict/mnist", None, 415, "send the image as a multipart form (multipart/form-data)"),
     ("post", "/api/predict/mnist", b"", 400, "the file is empty"),
     ("post", "/api/predict/mnist", b"just some text", 415, "unsupported file type: text files"),
     ("post", "/api/predict/mnist", "blank", 400, "no digit found: the image looks blank"),
@@ -116,3 +116,21 @@ def test_health_reports_each_model(client):
     assert set(models) == {"dense", "cnn", "xception"}
     assert models["dense"]["state"] in ("loaded", "ready to load")
     assert models["xception"]["state"] in ("loads on first use", "unavailable")
+
+
+def test_health_shows_no_server_paths(client, app, tmp_path):
+    """Anyone can read /health: file names at most, never the server's directories."""
+    from app.models import ModelRegistry
+
+    weights = tmp_path / "private" / "xception.weights.h5"
+    app.extensions["models"] = ModelRegistry(tmp_path / "private" / "models", xception_weights=str(weights))
+    before = client.get("/health")
+    assert before.json["models"]["xception"] == {"state": "loads on first use", "weights": "xception.weights.h5"}
+    assert post_file(client, "/api/predict/xception", encode(Image.new("RGB", (64, 48)), "JPEG")).status_code == 503
+    after = client.get("/health")
+    assert after.json["models"]["xception"]["state"] == "unavailable"
+    assert "XCEPTION_WEIGHTS=xception.weights.h5 is not a file" in after.json["models"]["xception"]["error"]
+    assert after.json["models"]["dense"]["state"] == "missing"
+    for response in (before, after):
+        assert str(tmp_path) not in response.get_data(as_text=True)
+        assert "/private" not in response.get_data(as_text=True)

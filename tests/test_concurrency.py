@@ -11,7 +11,7 @@ import pytest
 
 from app.models import DIGIT_MODELS
 from app.uploads import STORED_NAME
-from helpers import encode, multipart, post_file
+from helpers import encode, folder_files, multipart, post_file
 from live_server import live_server
 from test_hostile_uploads import EPS, png_bomb
 
@@ -162,9 +162,9 @@ def test_gunicorn_under_concurrent_and_hostile_uploads(tmp_path, digits):
             accepted.add(body["upload"])
 
     # Only the accepted uploads were kept, each under a generated name, nothing else.
-    stored = {p.name for p in folder.iterdir()}
+    stored = set(folder_files(folder))
     assert stored == accepted
-    assert all(STORED_NAME.match(name) for name in stored)
+    assert all(STORED_NAME.fullmatch(name) for name in stored)
     log = next(tmp_path.glob("gunicorn-*.log")).read_text()
     assert "rejected POST /api/predict/mnist: too many pixels" in log  # the reason reaches the log
     assert "Traceback" not in log

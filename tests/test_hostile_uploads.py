@@ -2,7 +2,8 @@
 
 Every wrong upload gets a clear message and the right status, as JSON {"error": ...}
 from the API and as a page for a person. Hostile files never take the server down,
-fill its disk, write outside the upload folder, or reach Ghostscript. Awkward but
+fill its disk, write outside the upload folder, or reach Ghostscript, and what is kept
+of an accepted one is its picture only: no metadata, nothing appended. Awkward but
 valid images (transparent canvases, 16-bit, CMYK, sideways phone photos, animations,
 odd file names) are read correctly and stored under a generated name.
 """
@@ -22,10 +23,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from PIL import EpsImagePlugin, Image
+from flask import request
+from PIL import EpsImagePlugin, Image, PngImagePlugin
 
 from app.images import open_untrusted
 from app.models import DIGIT_MODELS
+from app.quota import LEDGER
 from app.uploads import STORED_NAME
 from helpers import encode, multipart, post_file
 
@@ -153,10 +156,23 @@ def test_bad_uploads_are_refused_with_a_clear_json_message(
     assert uploads() == []  # a refused upload leaves nothing behind
 
 
+URLENCODED_BOMB = b"a&" * (5 * MEGABYTE)  # 10 MB, 5.2 million fields: 2.5 s of CPU and 321 MB to parse
+
+
 @pytest.mark.parametrize(("request_kwargs", "status", "message"), [
     ({"method": "POST", "data": {"image": (io.BytesIO(b"x"), "digit.png")}}, 400,
      "no file: send the image in the multipart form field 'file'"),
-    ({"method": "POST", "data": b"\x89PNG...", "content_type": "image/png"}, 400, "no file"),  # a raw body
+    # Anything but a multipart form is refused before its body is read.
+    ({"method": "POST", "data": b"\x89PNG...", "content_type": "image/png"}, 415,  # a raw body
+     "send the image as a multipart form (multipart/form-data) in the field 'file'"),
+    ({"method": "POST", "data": b"\x89PNG...", "content_type": "image/png"}, 415, "got image/png"),
+    ({"method": "POST", "data": "model=cnn&file=digit.png", "content_type": "application/x-www-form-urlencoded"},
+     415, "got application/x-www-form-urlencoded"),
+    ({"method": "POST", "data": URLENCODED_BOMB, "content_type": "application/x-www-form-urlencoded"},
+     415, "got application/x-www-form-urlencoded"),
+    ({"method": "POST", "data": '{"file": "iVBORw0KGgo="}', "content_type": "application/json"}, 415,
+     "got application/json"),
+    ({"method": "POST"}, 415, "got no Content-Type"),
     ({"method": "POST", "data": {"file": (io.BytesIO(b"x"), "digit.png"), "model": "foo"}}, 400,
      "unknown model 'foo': use one of dense, cnn"),
     ({"method": "GET"}, 405, "this address does not accept that method; use POST"),
@@ -171,6 +187,20 @@ def test_malformed_requests_are_refused_with_a_clear_json_message(client, upload
     assert uploads() == []
 
 
+def test_the_urlencoded_bomb_is_refused_without_being_parsed(client, uploads, monkeypatch):
+    import werkzeug.formparser
+
+    from app import uploads as upload_module
+
+    parsed = []
+    for module in (werkzeug.formparser, upload_module):
+        monkeypatch.setattr(module, "parse_qsl", lambda *args, **kwargs: parsed.append(args) or [])
+    for url in (MNIST_URL, "/api/predict/xception", "/predict", "/xception"):
+        response = client.post(url, data=URLENCODED_BOMB, content_type="application/x-www-form-urlencoded")
+        assert response.status_code == 415 and "multipart" in response.get_data(as_text=True)
+    assert parsed == [] and uploads() == []
+
+
 def test_forms_over_the_form_limits_are_refused(client, app, uploads):
     too_many_parts = {f"field{i}": "x" for i in range(app.config["MAX_FORM_PARTS"] + 1)}
     response = client.post(MNIST_URL, data=too_many_parts, content_type="multipart/form-data")
@@ -178,6 +208,31 @@ def test_forms_over_the_form_limits_are_refused(client, app, uploads):
     body, content_type = multipart(b"x", model="x" * (app.config["MAX_FORM_MEMORY_SIZE"] + 1))
     assert_json_error(client.post(MNIST_URL, data=body, content_type=content_type), 413, "too large")
     assert uploads() == []
+
+
+@pytest.mark.parametrize(("body", "chunked", "status"), [
+    (b"a=1&b=2", False, 200),
+    (b"a=1&" * 15 + b"a=1", False, 200),  # 16 fields: MAX_FORM_PARTS
+    (b"a=1&" * 16 + b"a=1", False, 413),  # 17
+    (URLENCODED_BOMB, False, 413),  # over MAX_FORM_MEMORY_SIZE: refused from its Content-Length
+    (URLENCODED_BOMB, True, 413),  # the same, chunked: refused after reading 1 MB
+    (b"x=" + b"7" * MEGABYTE, False, 413),  # one field over the limit
+])
+def test_urlencoded_forms_get_the_form_limits_wherever_they_are_parsed(app, body, chunked, status):
+    """Werkzeug applies the limits to multipart forms only; this app, to any form."""
+    app.add_url_rule("/echo-form", "echo_form", methods=["POST"],
+                     view_func=lambda: {"fields": len(list(request.form.items(multi=True)))})
+    headers, overrides = {"Accept": "application/json"}, {}
+    if chunked:  # as gunicorn passes a chunked body on
+        headers["Transfer-Encoding"], overrides["wsgi.input_terminated"] = "chunked", True
+    response = app.test_client().post("/echo-form", input_stream=io.BytesIO(body), headers=headers,
+                                      content_type="application/x-www-form-urlencoded",
+                                      environ_overrides=overrides)
+    assert response.status_code == status
+    if status == 200:
+        assert response.json == {"fields": body.count(b"&") + 1}
+    else:
+        assert "too large" in response.json["error"]
 
 
 def test_an_unknown_api_address_is_a_json_404(client):
@@ -266,6 +321,13 @@ def sideways_jpeg(hw, orientation=8):
     return encode(sideways, "JPEG", quality=95, exif=exif)
 
 
+def sideways_png(hw):
+    """The same, as a PNG: its EXIF sits in an eXIf chunk."""
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    return encode(Image.fromarray(hw(7)).transpose(Image.Transpose.ROTATE_270), exif=exif)
+
+
 def animated_gif(hw):
     """Two frames: an 8, then a 2. Only the first frame counts."""
     first, second = Image.fromarray(hw(8)), Image.fromarray(hw(2))
@@ -278,16 +340,18 @@ def chalk_on_board(hw):
 
 
 AWKWARD_UPLOADS = [
-    # (make the file from `handwritten`, file name, expected digit, stored extension)
+    # (make the file from `handwritten`, file name, expected digit, stored extension:
+    # jpg for JPEGs, png for everything else)
     pytest.param(transparent_canvas, "canvas.png", 3, "png", id="rgba-transparent-canvas"),
     pytest.param(sixteen_bit, "scan16.png", 4, "png", id="16-bit-grey-png"),
     pytest.param(palette, "digit.png", 5, "png", id="palette-png"),
     pytest.param(cmyk_jpeg, "print.jpg", 6, "jpg", id="cmyk-jpeg"),
     pytest.param(sideways_jpeg, "IMG_1234.JPG", 7, "jpg", id="sideways-jpeg-with-exif-orientation"),
-    pytest.param(animated_gif, "anim.gif", 8, "gif", id="animated-gif-first-frame"),
-    pytest.param(lambda hw: encode(hw(9), "WEBP", quality=80), "digit.webp", 9, "webp", id="webp"),
-    pytest.param(lambda hw: encode(hw(1), "BMP"), "digit.bmp", 1, "bmp", id="bmp"),
-    pytest.param(lambda hw: encode(hw(2), "TIFF", compression="tiff_lzw"), "scan.tiff", 2, "tif", id="tiff"),
+    pytest.param(sideways_png, "sideways.png", 7, "png", id="sideways-png-with-exif-orientation"),
+    pytest.param(animated_gif, "anim.gif", 8, "png", id="animated-gif-first-frame"),
+    pytest.param(lambda hw: encode(hw(9), "WEBP", quality=80), "digit.webp", 9, "png", id="webp"),
+    pytest.param(lambda hw: encode(hw(1), "BMP"), "digit.bmp", 1, "png", id="bmp"),
+    pytest.param(lambda hw: encode(hw(2), "TIFF", compression="tiff_lzw"), "scan.tiff", 2, "png", id="tiff"),
     pytest.param(chalk_on_board, "board.png", 9, "png", id="light-ink-on-dark-board"),
     # A PNG named like something else is stored as what it is.
     pytest.param(lambda hw: encode(hw(3)), "digit.jpg", 3, "png", id="png-named-jpg"),
@@ -305,14 +369,17 @@ def test_awkward_but_valid_images_are_read_correctly(
     response = post_file(client, MNIST_URL, data, filename, model=model)
     assert response.status_code == 200, response.json
     assert response.json["prediction"] == label
-    # Stored under a generated name with the detected format's extension, byte for byte ...
+    # Stored under a generated name, as a clean copy ...
     folder = Path(app.config["UPLOAD_FOLDER"])
     name = response.json["upload"]
-    assert STORED_NAME.match(name) and name.endswith("." + extension)
-    assert (folder / name).read_bytes() == data
+    assert STORED_NAME.fullmatch(name) and name.endswith("." + extension)
     # ... and nothing else was written anywhere, least of all where the client's name points.
-    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == [folder / name]
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir() and not p.name.startswith(LEDGER)] == [folder / name]
     assert not os.path.lexists(os.path.normpath(folder / filename))
+    # The copy is the same picture, upright: it reads as the same digit without any metadata.
+    stored = (folder / name).read_bytes()
+    assert_only_a_picture(stored)
+    assert post_file(client, MNIST_URL, stored, name, model=model).json["prediction"] == label
 
 
 @pytest.mark.parametrize(("make_file", "format", "mode", "frames"), [
@@ -352,10 +419,13 @@ def test_the_transparent_canvas_really_needs_its_alpha(client, handwritten):
     (png_bomb(20_000, 20_000, 1), "digit.png", 400, "too many pixels"),
     (bytes(11 * MEGABYTE), "digit.png", 413, "the limit is 10 MB"),
     (None, None, 400, "send the image in the multipart form field 'file'"),
+    ("urlencoded", None, 415, "send the image as a multipart form (multipart/form-data)"),
 ])
 def test_the_upload_page_shows_the_same_messages_to_a_person(client, uploads, data, filename, status, message):
     if data is None:
         response = client.post("/predict", data={}, content_type="multipart/form-data")
+    elif data == "urlencoded":
+        response = client.post("/predict", data="file=digit.png", content_type="application/x-www-form-urlencoded")
     else:
         response = post_whole_body(client, "/predict", data, filename)
     assert response.status_code == status
@@ -371,9 +441,9 @@ def test_the_upload_page_shows_the_same_messages_to_a_person(client, uploads, da
 
 def test_past_the_file_cap_only_the_newest_uploads_are_kept(client, app, uploads, handwritten):
     """The policy: accepted uploads are kept for inspection, within two caps,
-    UPLOAD_MAX_FILES and UPLOAD_MAX_BYTES. Every UPLOAD_PRUNE_EVERY uploads (here:
-    every upload) the folder is checked and the oldest files are deleted until it is
-    within both. Refused uploads are never written at all."""
+    UPLOAD_MAX_FILES and UPLOAD_MAX_BYTES, for all workers together: to make room for
+    a new upload, the oldest are deleted. Refused uploads are never written at all.
+    (More in test_upload_quota.py.)"""
     app.config["UPLOAD_MAX_FILES"] = 3
     names = [post_file(client, MNIST_URL, encode(handwritten(label))).json["upload"] for label in (1, 2, 3, 4, 5)]
     assert uploads() == sorted(names[-3:])
@@ -394,20 +464,163 @@ def test_pruning_leaves_files_it_did_not_write_alone(client, app, uploads, handw
     names = [post_file(client, MNIST_URL, encode(handwritten(label))).json["upload"] for label in (1, 2)]
     assert uploads() == sorted([".gitkeep", names[-1]])
 
+# What is kept of an accepted upload: its picture, nothing else ------------------------
+
+PAYLOAD = HTML + np.random.default_rng(11).integers(0, 256, 64 * 1024, dtype=np.uint8).tobytes()
+
+
+def gps_exif():
+    """EXIF as a phone writes it: the maker, and where the photo was taken."""
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 22.0, 5.0), 3: "E", 4: (4.0, 53.0, 30.0)})
+    return exif
+
+
+def png_with_metadata_and_a_payload(hw):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "taken at home")
+    info.add_itxt("Description", "a seven", zip=True)
+    return encode(Image.fromarray(hw(7)), exif=gps_exif(), pnginfo=info, icc_profile=b"\x00" * 1000) + PAYLOAD
+
+
+def png_with_data_after_its_pixels(hw):
+    """Another IDAT chunk after the compressed pixels: decoders stop before it."""
+    data = encode(hw(7))
+    iend = len(data) - 12
+    return data[:iend] + png_chunk(b"IDAT", PAYLOAD) + data[iend:]
+
+
+def jpeg_with_gps_and_a_payload(hw):
+    return encode(Image.fromarray(hw(7)).convert("RGB"), "JPEG", quality=95, exif=gps_exif(),
+                  comment=b"taken at home", icc_profile=b"\x00" * 1000) + PAYLOAD
+
+
+def finding_11(hw):
+    """Issue 14, finding 11: a 64x64 PNG followed by 9 MB of HTML and random bytes."""
+    junk = np.random.default_rng(14).integers(0, 256, 9 * MEGABYTE, dtype=np.uint8).tobytes()
+    return encode(hw(7, size=64)) + HTML + junk
+
+
+STORED_COPIES = [
+    # (make the file from `handwritten`, file name, stored extension, the same pixels exactly)
+    pytest.param(png_with_metadata_and_a_payload, "IMG_0042.png", "png", True, id="png-gps-text-icc-payload"),
+    pytest.param(png_with_data_after_its_pixels, "digit.png", "png", True, id="png-data-after-the-pixels"),
+    pytest.param(finding_11, "digit.png", "png", True, id="png-then-9-mb-of-html-and-bytes"),
+    pytest.param(jpeg_with_gps_and_a_payload, "IMG_0042.jpg", "jpg", False, id="jpeg-gps-comment-icc-payload"),
+    pytest.param(lambda hw: encode(Image.fromarray(hw(7)), "GIF", comment=b"hello") + PAYLOAD, "digit.gif", "png",
+                 True, id="gif-comment-payload"),
+    pytest.param(lambda hw: encode(Image.fromarray(hw(7)), "WEBP", lossless=True, exif=gps_exif()), "digit.webp",
+                 "png", True, id="webp-gps"),
+    pytest.param(lambda hw: encode(Image.fromarray(hw(7)), "TIFF", exif=gps_exif().tobytes()), "scan.tif",
+                 "png", True, id="tiff-gps"),
+]
+
+
+def png_chunk_types(data):
+    kinds, position = [], 8
+    while position < len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        kinds.append(kind.decode())
+        position += 12 + length
+    return kinds
+
+
+def jpeg_segments(data):
+    """The marker bytes of a JPEG's segments, up to the start of its pixel data."""
+    markers, position = [], 2
+    while data[position + 1] != 0xDA:  # SOS: the compressed pixels follow
+        markers.append(data[position + 1])
+        position += 2 + struct.unpack_from(">H", data, position + 2)[0]
+    return markers
+
+
+def assert_only_a_picture(data):
+    """`data` is one PNG or JPEG holding its pixels and nothing else: no metadata, nothing after its end."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        assert image.format in ("PNG", "JPEG")
+        assert len(image.getexif()) == 0
+        assert not {"exif", "comment", "icc_profile", "xmp", "XML:com.adobe.xmp"} & set(image.info)
+        format = image.format
+    if format == "PNG":
+        assert set(png_chunk_types(data)) <= {"IHDR", "PLTE", "tRNS", "IDAT", "IEND"}
+        assert png_chunk_types(data)[-1] == "IEND"  # and the walk above reached the end exactly
+    else:
+        APP1_EXIF_XMP, APP2_ICC, COMMENT = 0xE1, 0xE2, 0xFE
+        assert not {APP1_EXIF_XMP, APP2_ICC, COMMENT} & set(jpeg_segments(data))
+        assert data.endswith(b"\xff\xd9")
+        assert b"Exif" not in data
+
+
+@pytest.mark.parametrize(("make_file", "filename", "extension", "lossless"), STORED_COPIES)
+def test_only_the_picture_is_kept_no_metadata_and_nothing_appended(
+        client, app, handwritten, make_file, filename, extension, lossless):
+    data = make_file(handwritten)
+    response = post_whole_body(client, MNIST_URL, data, filename)
+    assert response.status_code == 200 and response.json["prediction"] == 7, response.json
+    name = response.json["upload"]
+    assert name.endswith("." + extension)
+    stored = (Path(app.config["UPLOAD_FOLDER"]) / name).read_bytes()
+    assert_only_a_picture(stored)
+    assert HTML not in stored and PAYLOAD[-64:] not in stored and b"PhoneMaker" not in stored
+    assert len(stored) < 20_000  # the pictures are 120x120 (64x64) grey: the rest was not kept
+    # ... and it is the picture that was sent.
+    with Image.open(io.BytesIO(data)) as sent, Image.open(io.BytesIO(stored)) as kept:
+        sent_pixels = np.asarray(sent.convert("L"), dtype=np.int16)
+        kept_pixels = np.asarray(kept.convert("L"), dtype=np.int16)
+    if lossless:
+        assert np.array_equal(kept_pixels, sent_pixels)
+    else:
+        assert np.abs(kept_pixels - sent_pixels).mean() < 2
+
+
+def test_the_metadata_rows_really_carry_gps_and_payloads(handwritten):
+    """Guards the table above: each file has what must not be kept."""
+    for make_file in (png_with_metadata_and_a_payload, jpeg_with_gps_and_a_payload):
+        data = make_file(handwritten)
+        assert data.endswith(PAYLOAD)
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.getexif().get_ifd(0x8825)[2] == (52.0, 22.0, 5.0)  # latitude
+            assert "icc_profile" in image.info
+    for make_file, format in ((lambda hw: STORED_COPIES[5].values[0](hw), "WEBP"),
+                              (lambda hw: STORED_COPIES[6].values[0](hw), "TIFF")):
+        with Image.open(io.BytesIO(make_file(handwritten))) as image:
+            assert image.format == format and image.getexif().get_ifd(0x8825)
+    # Without our cleaning, Pillow reads the PNG's extra IDAT chunk as if it were not there.
+    with Image.open(io.BytesIO(png_with_data_after_its_pixels(handwritten))) as image:
+        image.load()
+
+
+@pytest.mark.parametrize(("format", "options", "extension"), [
+    ("JPEG", {"quality": 90}, "jpg"),  # decoded at 1/8 scale already (images.open_untrusted's draft)
+    ("GIF", {}, "png"),  # a palette picture: reduced by taking every n-th pixel
+    ("TIFF", {"compression": "tiff_lzw"}, "png"),
+])
+def test_big_pictures_are_kept_reduced(client, app, handwritten, format, options, extension):
+    data = encode(handwritten(3, size=3000), format, **options)
+    response = post_whole_body(client, MNIST_URL, data, "big")
+    assert response.status_code == 200 and response.json["prediction"] == 3
+    name = response.json["upload"]
+    assert name.endswith("." + extension)
+    with Image.open(Path(app.config["UPLOAD_FOLDER"]) / name) as kept:
+        assert max(kept.size) <= app.config["UPLOAD_STORED_MAX_SIDE"]
+        assert kept.size[0] == kept.size[1]
+
 
 # Serving stored uploads back ----------------------------------------------------------
 
 
 def test_a_stored_upload_is_served_as_an_inert_image(client, handwritten):
-    # A polyglot: a valid PNG with an HTML page after its end. It is stored as sent, so
-    # it must be served in a way no browser will run: image type, no sniffing, sandboxed.
-    data = encode(handwritten(4)) + HTML
-    name = post_file(client, MNIST_URL, data, "digit.html").json["upload"]
+    # A polyglot: a valid PNG with an HTML page after its end. Only the PNG is kept, and
+    # it is served in a way no browser will run: image type, no sniffing, sandboxed.
+    png = encode(handwritten(4))
+    name = post_file(client, MNIST_URL, png + HTML, "digit.html").json["upload"]
     assert name.endswith(".png")
     with client.get(f"/uploads/{name}") as response:  # a file response: closed when done
         assert response.status_code == 200
         assert response.mimetype == "image/png"
-        assert response.data == data
+        assert response.data == png
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert "sandbox" in response.headers["Content-Security-Policy"]
         assert response.headers["Content-Disposition"] == "inline"
@@ -426,11 +639,14 @@ def test_a_stored_upload_is_served_as_an_inert_image(client, handwritten):
     "/uploads/" + "a" * 32 + ".svg",
     "/uploads/" + "a" * 32 + ".png.html",
     "/uploads/" + "a" * 32 + ".png%00.html",
+    "/uploads/" + "a" * 32 + ".png%0A",  # a `$` in the name's pattern would let this through
+    "/uploads/" + LEDGER,
 ])
 def test_only_generated_upload_names_are_served(client, app, path):
     folder = Path(app.config["UPLOAD_FOLDER"])
     folder.mkdir()
-    for decoy in (".gitkeep", ".incoming-abc123", "digit.png", "a" * 32 + ".svg", "A" * 32 + ".png"):
+    for decoy in (".gitkeep", ".incoming-abc123", "digit.png", "a" * 32 + ".svg", "A" * 32 + ".png",
+                  "a" * 32 + ".png\n", LEDGER):
         (folder / decoy).write_bytes(SVG)  # files that are there, but were never ours to serve
     response = client.get(path)
     assert response.status_code == 404
@@ -469,20 +685,20 @@ def fuzz_seeds(handwritten):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
-def test_fuzzed_uploads_never_cause_a_server_error(client, app, fuzz_seeds, data):
+def test_fuzzed_uploads_never_cause_a_server_error(client, app, uploads, fuzz_seeds, data):
     if data.draw(st.booleans(), label="random bytes"):
         upload = data.draw(st.binary(max_size=2048))
     else:
         upload = mutate(data.draw(st.sampled_from(fuzz_seeds)), data.draw)
-    folder = Path(app.config["UPLOAD_FOLDER"])
-    before = set(os.listdir(folder)) if folder.exists() else set()
+    before = set(uploads())
     response = post_file(client, MNIST_URL, upload, data.draw(st.sampled_from(["digit.png", "x.jpg", "../x"])))
-    after = set(os.listdir(folder)) if folder.exists() else set()
+    after = set(uploads())
     event(f"status {response.status_code}")
     assert response.status_code < 500, response.get_data(as_text=True)[:500]
     if response.status_code == 200:
         assert 0 <= response.json["prediction"] <= 9
         assert after - before == {response.json["upload"]}
+        assert_only_a_picture((Path(app.config["UPLOAD_FOLDER"]) / response.json["upload"]).read_bytes())
     else:
         assert response.status_code in (400, 415) and response.is_json and set(response.json) == {"error"}
         assert after == before

@@ -16,7 +16,7 @@ from gunicorn.ctl.client import ControlClient
 
 from app.uploads import STORED_NAME
 from benchmarks.slow_clients import GOAL_SECONDS, measure, statistics
-from helpers import ROOT, encode, multipart
+from helpers import ROOT, encode, folder_files, multipart
 from live_server import live_server
 from test_hostile_uploads import AWKWARD_UPLOADS, BAD_UPLOADS, handwriting_from
 
@@ -50,7 +50,7 @@ def post(base_url, data, filename, path=MNIST_URL):
 
 
 def stored(folder):
-    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+    return set(folder_files(folder))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_every_awkward_upload_is_read_correctly_over_http(server, mnist_sample, 
         make_file, filename, label, extension = case.values
         status, _, body = post(base_url, make_file(handwritten), filename, f"{MNIST_URL}?model={model}")
         assert (status, body.get("prediction")) == (200, label), (case.id, body)
-        assert STORED_NAME.match(body["upload"]) and body["upload"].endswith("." + extension)
+        assert STORED_NAME.fullmatch(body["upload"]) and body["upload"].endswith("." + extension)
         accepted.add(body["upload"])
     assert stored(folder) - before == accepted
 

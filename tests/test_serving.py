@@ -1,5 +1,6 @@
 """TF Serving's REST protocol on /v1/models: what a TF Serving client sends works here too."""
 
+import io
 import json
 
 import numpy as np
@@ -70,6 +71,12 @@ def test_integers_are_numbers_too(client):
     ({"instances": [[True] * 784]}, '"instances" must hold only numbers'),
     ({"instances": [[None] * 784]}, '"instances" must hold only numbers'),
     ('{"instances": [[NaN]]}', '"instances" must hold only finite numbers'),
+    ('{"instances": [[Infinity]]}', '"instances" must hold only finite numbers'),
+    ('{"inputs": [[-Infinity]]}', '"inputs" must hold only finite numbers'),
+    # Issue 14, finding 13: float32 products overflowed to inf, and the answer to NaN.
+    ({"instances": [[3e38] * 784]}, '"instances" must hold values between -255 and 255'),
+    ({"instances": [[1e39] * 784]}, "pixels, which these models expect scaled to [0, 1]"),
+    ({"inputs": [[0.0] * 783 + [-256]]}, '"inputs" must hold values between -255 and 255'),
     ({"instances": [{"pixels": [0.0] * 784}]}, "got ['pixels']"),
     ({"instances": [[0.0]] * (MAX_BATCH + 1)}, f'"instances" holds {MAX_BATCH + 1} instances; at most {MAX_BATCH} per request'),
     ({"inputs": [[0.0]] * (MAX_BATCH + 1)}, f"at most {MAX_BATCH} per request"),
@@ -82,11 +89,50 @@ def test_bad_bodies_are_refused_with_tf_servings_error_shape(client, body, messa
     assert message in response.json["error"]
 
 
-def test_a_body_past_max_content_length_is_413(client, app):
-    too_large = b" " * (app.config["MAX_CONTENT_LENGTH"] + 1)
-    response = predict(client, "mnist_dense", too_large)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_past_max_content_length_is_413(client, app, chunked):
+    """Sent chunked, without a Content-Length, it was cut at the limit and parsed: a 400
+    "not valid JSON" (issue 14, finding 12)."""
+    body = json.dumps({"instances": [[0.0] * 784]}).encode()
+    too_large = body + b" " * (app.config["MAX_CONTENT_LENGTH"] + 1 - len(body))
+    send = post_chunked if chunked else predict
+    response = send(client, "mnist_dense", too_large)
     assert response.status_code == 413
     assert "too large" in response.json["error"]
+
+
+def post_chunked(client, name, body):
+    """POST `body` as gunicorn passes a chunked request on: no Content-Length, the stream ended by the server."""
+    return client.post(f"/v1/models/{name}:predict", input_stream=io.BytesIO(body), content_type="application/json",
+                       headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+
+
+def test_a_chunked_body_up_to_the_limit_is_read_whole(client, app):
+    body = json.dumps({"instances": [[0.0] * 784]}).encode()
+    at_the_limit = body + b" " * (app.config["MAX_CONTENT_LENGTH"] - len(body))
+    for data in (body, at_the_limit):
+        response = post_chunked(client, "mnist_dense", data)
+        assert response.status_code == 200 and len(response.json["predictions"]) == 1
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_any_pixel_scale_gives_finite_json(client, name):
+    """0-1 as trained, 0-255 as stored, negative when normalised: a finite answer, valid JSON."""
+    shape = (784,) if name == "mnist_dense" else (28, 28, 1)
+    for value in (0.0, 1.0, 255.0, -255.0):
+        response = predict(client, name, {"instances": np.full((1, *shape), value).tolist()})
+        assert response.status_code == 200
+        assert "NaN" not in response.get_data(as_text=True) and "Infinity" not in response.get_data(as_text=True)
+        assert np.isfinite(response.json["predictions"]).all()
+
+
+def test_a_non_finite_answer_is_refused_not_sent(client, registry, monkeypatch):
+    """Never NaN in the JSON (it would not be JSON): should a model answer it, 400."""
+    model = registry.digit("dense")
+    monkeypatch.setattr(type(model), "__call__", lambda self, batch: np.full((len(batch), 10), np.nan, np.float32))
+    response = predict(client, "mnist_dense", {"instances": [[0.0] * 784]})
+    assert response.status_code == 400
+    assert response.json == {"error": "the model's output for these inputs is not a finite number"}
 
 
 @pytest.mark.parametrize(("instance_shape", "message"), [
