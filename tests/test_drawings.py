@@ -88,3 +88,25 @@ def test_the_lines_of_the_paper_are_removed(mnist_sample, paper):
         on_plain, on_lines = ndimage.gaussian_filter(on_plain, 1.0), ndimage.gaussian_filter(on_lines, 1.0)
         assert np.corrcoef(on_plain.ravel(), on_lines.ravel())[0, 1] > 0.85  # without line removal: < 0.7
 
+
+
+@pytest.mark.parametrize("name", ["7 with a bar wider than tall", "2 with a long base", "closed 4"])
+@pytest.mark.parametrize(("size", "pen"), [(512, 2), (1000, 2), (600, 3)])
+def test_thin_pen_drawings_keep_their_long_strokes(registry, name, size, pen):
+    """A drawing app's thin pen: a clean drawing has no ruled lines to remove."""
+    label, strokes = STRAIGHT_DIGITS[name]
+    digit = prepare_image(draw_on_canvas(strokes, fill=0.9, canvas=size, pen=pen))
+    assert answers(registry, digit) == {"dense": label, "cnn": label}
+
+
+def test_a_dithered_texture_costs_no_more_than_a_photo():
+    """Every other pixel inked (226 bytes as a PNG) once made 131,000 'line' pieces: 1-5 s."""
+    import time
+
+    dithered = Image.new("L", (513, 513), 128).convert("1")
+    started = time.process_time()
+    try:
+        prepare_image(dithered)
+    except Exception as exc:  # a refusal is fine; slowness is not
+        assert "no digit" in str(exc)
+    assert time.process_time() - started < 0.5  # loosely: ~0.07 s here
