@@ -68,6 +68,9 @@ def accepts_upload(view):
 
     @functools.wraps(view)
     def checked(*args, **kwargs):
+        limit = request.max_content_length
+        if request.method == "POST" and limit and (request.content_length or 0) > limit:
+            abort(413)  # too large says more than the wrong type, and costs no more to know
         if request.method == "POST" and request.mimetype != "multipart/form-data":
             sent = request.mimetype[:60] or "no Content-Type"
             abort(415, description="send the image as a multipart form (multipart/form-data) "
