@@ -11,6 +11,7 @@ decode_limits.MEMORY_LIMIT: see decode_limits.py.
 
 import codecs
 import io
+import threading
 import warnings
 
 from PIL import (BmpImagePlugin, GifImagePlugin, Image, ImageFile, JpegImagePlugin,  # noqa: F401 - registers them
@@ -24,6 +25,10 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 # Phone JPEGs with a depth or preview picture open as MPO: still a JPEG on disk.
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: a 12 MP phone photo fits three times over
+# Decodes that need more memory than this (a 16-megapixel RGB picture; never a phone
+# JPEG read at a draft scale) take turns: one at a time in each process.
+LARGE_DECODE = 64 * decode_limits.MEGABYTE
+_large_decode = threading.Lock()
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # the default; stated because it matters here
 # Pillow warns above MAX_IMAGE_PIXELS and only raises at twice that; make the warning
@@ -104,8 +109,7 @@ def open_untrusted(data, max_pixels=DEFAULT_MAX_PIXELS, draft=None):
         image.seek(0)  # animations: the first frame only
         if draft and image.format in ("JPEG", "MPO"):
             image.draft(*draft)
-        check_memory(image, structure, size)
-        image.load()
+        load(image, check_memory(image, structure, size))
     except OutOfProportion as exc:
         raise ImageRejected(exc.message, exc.status) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -162,8 +166,8 @@ def opened(data, max_pixels):
 
 
 def check_memory(image, structure, size):
-    """Raises OutOfProportion when decoding `image`, opened (`size` as it declares) but
-    not loaded, would take more than MEMORY_LIMIT (decode_limits.memory_needed)."""
+    """The bytes decoding `image`, opened (`size` as it declares) but not loaded, will
+    take (decode_limits.memory_needed); raises OutOfProportion over MEMORY_LIMIT."""
     needed = decode_limits.memory_needed(image, structure)
     if needed > MEMORY_LIMIT:
         kind = {"JPEG": "multi-scan JPEG", "MPO": "multi-scan JPEG", "WEBP": "WebP"}.get(image.format, image.format)
@@ -171,6 +175,23 @@ def check_memory(image, structure, size):
             f"the image is too large to decode: this {size[0]}x{size[1]} {kind} would take about "
             f"{needed // decode_limits.MEGABYTE:,} MB of memory, over the limit of "
             f"{MEMORY_LIMIT // decode_limits.MEGABYTE} MB; resize it and try again")
+    return needed
+
+
+def load(image, needed):
+    """Decode `image`. A large decode (over LARGE_DECODE) waits for no other: while one
+    is under way in this process (a gunicorn worker), the next is answered 503 at once,
+    which keeps a worker's memory bounded and its threads free for other requests."""
+    if needed <= LARGE_DECODE:
+        image.load()
+        return
+    if not _large_decode.acquire(blocking=False):
+        raise ImageRejected("the server is busy decoding another large image; try again in a few seconds",
+                            status=503)
+    try:
+        image.load()
+    finally:
+        _large_decode.release()
 
 
 def too_many_pixels_message(size, max_pixels):

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import EpsImagePlugin, Image
 
+from app import images
 from app.images import open_untrusted
 from app.models import DIGIT_MODELS
 from app.uploads import STORED_NAME
@@ -342,6 +343,17 @@ ORDINARY_FILES = [
 def test_ordinary_files_of_every_kind_are_within_the_limits(make_file):
     image, _ = open_untrusted(make_file(), draft=("L", (288, 288)))
     assert min(image.size) > 0
+
+
+def test_large_decodes_take_turns(client, handwritten):
+    """One large decode at a time per process: the next is told to retry at once (and
+    keeps no thread waiting), while ordinary uploads go on as usual."""
+    large = hostile_files.png_rgba8_at_the_cap()  # 160 MB once decoded
+    with images._large_decode:  # as if another request were decoding a large image
+        assert_json_error(post_whole_body(client, MNIST_URL, large), 503,
+                          "the server is busy decoding another large image; try again in a few seconds")
+        assert post_file(client, MNIST_URL, encode(handwritten(7))).json["prediction"] == 7
+    assert_json_error(post_whole_body(client, MNIST_URL, large), 400, "looks blank")
 
 
 def test_the_meter_sees_memory_that_c_code_allocates(meter):

@@ -87,6 +87,13 @@ WORST_UPLOADS = [
     ("png_many_chunks", "chunks"),
     ("gif_long_comment", "extension blocks"),
 ]
+# The costliest files the server does decode, a second of CPU or more each: eight at once
+# kept /health waiting for 20 s until large decodes took turns (one per worker).
+COSTLIEST_UPLOADS = ["png_rgba16_at_the_cap"] * 3 + [
+    "png_rgba8_at_the_cap", "tiff_rgba_at_the_cap", "webp_lossless_at_the_limit",
+    "jpeg_progressive_at_the_limit", "png_grey16_at_the_cap"]
+
+
 def health_seconds(base_url):
     """One GET /health on a fresh connection: its round trip in seconds."""
     host, port = base_url.removeprefix("http://").split(":")
@@ -124,6 +131,18 @@ def test_eight_decoder_bombs_at_once_leave_health_answering_within_a_second(serv
     answers, probes = post_all_at_once(base_url, [getattr(hostile_files, name)() for name, _ in WORST_UPLOADS])
     for (status, _, body), (name, message) in zip(answers, WORST_UPLOADS):
         assert status == 400 and message in body["error"], (name, body)
+    assert max(probes) < 1.0, probes
+    assert stored(folder) == before
+
+
+def test_eight_of_the_costliest_decodes_at_once_take_turns_and_health_answers(server):
+    base_url, folder = server
+    before = stored(folder)
+    answers, probes = post_all_at_once(base_url, [getattr(hostile_files, name)() for name in COSTLIEST_UPLOADS])
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {400, 503} and 400 in statuses, answers
+    for status, _, body in answers:
+        assert ("looks blank" if status == 400 else "busy decoding another large image") in body["error"]
     assert max(probes) < 1.0, probes
     assert stored(folder) == before
 
