@@ -3,20 +3,32 @@
 Follows Pillow's security notes and the OWASP file-upload cheat sheet: an explicit
 allow-list of decoders (never EPS or anything that reaches Ghostscript), a pixel limit
 well below Pillow's default, the decompression-bomb warning raised as an error,
-truncated files refused, and only the first frame of animations decoded.
+truncated files refused, and only the first frame of animations decoded. Files whose
+structure would make decoding cost far more than their pixels (decoder bombs) are
+refused before Pillow reads them, and no decode may need more than
+decode_limits.MEMORY_LIMIT: see decode_limits.py.
 """
 
 import codecs
 import io
+import threading
 import warnings
 
-from PIL import Image, ImageFile
+from PIL import (BmpImagePlugin, GifImagePlugin, Image, ImageFile, JpegImagePlugin,  # noqa: F401 - registers them
+                 PngImagePlugin, TiffImagePlugin, WebPImagePlugin)
+
+from . import decode_limits
+from .decode_limits import MAX_SIDE, MEMORY_LIMIT, OutOfProportion
 
 # Formats Pillow may even try: PNG, JPEG, GIF, BMP, WebP, TIFF. Nothing else.
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 # Phone JPEGs with a depth or preview picture open as MPO: still a JPEG on disk.
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: a 12 MP phone photo fits three times over
+# Decodes that need more memory than this (a 16-megapixel RGB picture; never a phone
+# JPEG read at a draft scale) take turns: one at a time in each process.
+LARGE_DECODE = 64 * decode_limits.MEGABYTE
+_large_decode = threading.Lock()
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # the default; stated because it matters here
 # Pillow warns above MAX_IMAGE_PIXELS and only raises at twice that; make the warning
@@ -91,6 +103,39 @@ def open_untrusted(data, max_pixels=DEFAULT_MAX_PIXELS, draft=None):
     if not data:
         raise ImageRejected("the file is empty")
     try:
+        structure = decode_limits.check_structure(data, pillow_format(data))
+        image = opened(data, max_pixels)
+        size = image.size
+        image.seek(0)  # animations: the first frame only
+        if draft and image.format in ("JPEG", "MPO"):
+            image.draft(*draft)
+        load(image, check_memory(image, structure, size))
+    except OutOfProportion as exc:
+        raise ImageRejected(exc.message, exc.status) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected(too_many_pixels_message(image.size, max_pixels)) from None
+    except MemoryError:
+        raise ImageRejected("the image is too large to decode") from None
+    except ImageRejected:
+        raise
+    except Exception:  # OSError for truncation, and whatever else corrupt data provokes
+        raise ImageRejected("the image is truncated or corrupt: it cannot be decoded") from None
+    return image, image.format
+
+
+def pillow_format(data):
+    """The accepted format Pillow will open `data` as (by its own signature checks), or None."""
+    prefix = data[:16]
+    for name in ALLOWED_FORMATS:
+        _, accept = Image.OPEN[name]
+        if accept(prefix) is True:  # WebP's answers a string for RIFF files it can't read
+            return name
+    return None
+
+
+def opened(data, max_pixels):
+    """The image Pillow opens from `data`, its header read and its size checked, no pixel decoded."""
+    try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.UnidentifiedImageError:
         claimed = claimed_format(data)
@@ -104,23 +149,49 @@ def open_untrusted(data, max_pixels=DEFAULT_MAX_PIXELS, draft=None):
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(too_many_pixels_message(None, max_pixels)) from None
+    except ValueError as exc:
+        if "MAX_TEXT" in str(exc):  # PngImagePlugin's limits on text chunks and ICC profiles
+            raise ImageRejected("the image's metadata is too large: a PNG text chunk or colour profile "
+                                "inflates to over 1 MB, or all of them to over 64 MB") from None
+        raise ImageRejected("the image is corrupt: its header cannot be read") from None
     except Exception:  # Pillow's plugins raise many types on corrupt headers
         raise ImageRejected("the image is corrupt: its header cannot be read") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageRejected(too_many_pixels_message(image.size, max_pixels))
-    try:
-        image.seek(0)  # animations: the first frame only
-        if draft and image.format in ("JPEG", "MPO"):
-            image.draft(*draft)
+    if max(width, height) > MAX_SIDE:
+        raise ImageRejected(f"the image {width}x{height} is over the limit of {MAX_SIDE:,} pixels on a side; "
+                            "resize it and try again")
+    return image
+
+
+def check_memory(image, structure, size):
+    """The bytes decoding `image`, opened (`size` as it declares) but not loaded, will
+    take (decode_limits.memory_needed); raises OutOfProportion over MEMORY_LIMIT."""
+    needed = decode_limits.memory_needed(image, structure)
+    if needed > MEMORY_LIMIT:
+        kind = {"JPEG": "multi-scan JPEG", "MPO": "multi-scan JPEG", "WEBP": "WebP"}.get(image.format, image.format)
+        raise OutOfProportion(
+            f"the image is too large to decode: this {size[0]}x{size[1]} {kind} would take about "
+            f"{needed // decode_limits.MEGABYTE:,} MB of memory, over the limit of "
+            f"{MEMORY_LIMIT // decode_limits.MEGABYTE} MB; resize it and try again")
+    return needed
+
+
+def load(image, needed):
+    """Decode `image`. A large decode (over LARGE_DECODE) waits for no other: while one
+    is under way in this process (a gunicorn worker), the next is answered 503 at once,
+    which keeps a worker's memory bounded and its threads free for other requests."""
+    if needed <= LARGE_DECODE:
         image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageRejected(too_many_pixels_message(image.size, max_pixels)) from None
-    except MemoryError:
-        raise ImageRejected("the image is too large to decode") from None
-    except Exception:  # OSError for truncation, and whatever else corrupt data provokes
-        raise ImageRejected("the image is truncated or corrupt: it cannot be decoded") from None
-    return image, image.format
+        return
+    if not _large_decode.acquire(blocking=False):
+        raise ImageRejected("the server is busy decoding another large image; try again in a few seconds",
+                            status=503)
+    try:
+        image.load()
+    finally:
+        _large_decode.release()
 
 
 def too_many_pixels_message(size, max_pixels):

@@ -38,6 +38,9 @@ LINE_DIGIT_PART = 0.25  # smaller than this share of the largest piece: a scrap,
 MNIST_STROKE = 0.17  # MNIST's median stroke width, as a share of the 20-pixel box
 THIN_STROKE = 0.11  # thinner than this (MNIST's 10th percentile is 0.13) gets thickened
 STROKE_BOX = 80  # the size at which strokes are measured and thickened
+BAND_PIXELS = 1 << 21  # large pictures are converted and reduced this many pixels at a time
+# Modes that Image.reduce() takes without a full-size copy (it premultiplies RGBA and LA).
+REDUCIBLE = {"L", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"}
 
 
 class NoDigitFound(ValueError):
@@ -52,37 +55,62 @@ UPRIGHT = {
 }
 
 
-def upright(image, longest):
-    """The picture turned by its EXIF orientation, and first reduced by an integer
-    factor (a box filter) when it is over twice `longest`: before any colour
-    conversion, which would otherwise copy a 40-megapixel photo several times."""
+def exif_orientation(image):
     try:
-        orientation = image.getexif().get(0x0112, 1)
+        return image.getexif().get(0x0112, 1)
     except Exception:  # malformed EXIF (any of Pillow's parsers may raise): take the picture as it is
-        orientation = 1
+        return 1
+
+
+def upright_flat(image, longest):
+    """Upright, alpha dropped onto white, and either 'L' or 'RGB'; first reduced by an
+    integer factor (a box filter) when it is over twice `longest`.
+
+    Handles palette, CMYK, 16-bit and float images, so callers see only two modes.
+    """
+    orientation = exif_orientation(image)
     factor = max(image.size) // (2 * longest)
-    if factor >= 2 and image.mode != "P":  # palette indices can't be averaged
-        try:
-            image = image.reduce(factor)
-        except ValueError:  # Pillow can't reduce 1-bit or 16-bit images: take every n-th pixel
-            image = Image.fromarray(np.asarray(image)[::factor, ::factor])
+    image = flat(reduced(image, factor) if factor >= 2 else image)
     transpose = UPRIGHT.get(orientation)
     return image.transpose(transpose) if transpose else image
 
 
-def upright_flat(image, longest):
-    """Upright, alpha dropped onto white, and either 'L' or 'RGB'.
+def reduced(image, factor):
+    """The picture reduced by an integer factor (a box filter), before any colour
+    conversion at full size: modes that reduce() can't take, or takes only through a
+    full-size copy (it premultiplies alpha), are converted and reduced a band of rows
+    at a time. A 40-megapixel palette PNG never becomes 160 MB of RGBA."""
+    if image.mode in REDUCIBLE:
+        return image.reduce(factor)
+    rows = factor * max(1, BAND_PIXELS // (image.width * factor))
+    bands = [reducible(image.crop((0, top, image.width, min(top + rows, image.height)))).reduce(factor)
+             for top in range(0, image.height, rows)]
+    whole = Image.new(bands[0].mode, (bands[0].width, sum(band.height for band in bands)))
+    for index, band in enumerate(bands):
+        whole.paste(band, (0, index * bands[0].height))
+    return whole
 
-    Handles palette, CMYK, 16-bit and float images, so callers see only two modes.
-    """
-    image = upright(image, longest)
+
+def reducible(band):
+    """A band of a picture in a mode that reduce() takes as it is."""
+    if band.mode.startswith("I;16"):
+        return band.convert("I")  # still deep: flat() stretches its range once it is reduced
+    if band.mode == "1":
+        return band.convert("L")
+    return flat(band)  # palette and alpha: onto white, as 'L' or 'RGB'
+
+
+def flat(image):
+    """Alpha dropped onto white, and either 'L' or 'RGB'."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         # Deep images: stretch their own range to 8 bits; the scale is irrelevant.
         values = np.asarray(image, dtype=np.float32)
         low, high = float(values.min()), float(values.max())
         scaled = (values - low) / (high - low) * 255 if high > low else values * 0
         return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
-    if image.mode == "P" or image.mode.endswith("A") or image.mode.endswith("a"):
+    if image.mode == "P" and not image.has_transparency_data:
+        return image.convert("RGB")
+    if image.mode in ("P", "PA") or image.mode.endswith(("A", "a")):
         image = image.convert("RGBA")
     if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] == 255:
         return image.convert("RGB")  # opaque, as the page's canvas exports: no compositing (1 ms)

@@ -2,10 +2,11 @@
 
 Every wrong upload gets a clear message and the right status, as JSON {"error": ...}
 from the API and as a page for a person. Hostile files never take the server down,
-fill its disk, write outside the upload folder, or reach Ghostscript, and what is kept
-of an accepted one is its picture only: no metadata, nothing appended. Awkward but
-valid images (transparent canvases, 16-bit, CMYK, sideways phone photos, animations,
-odd file names) are read correctly and stored under a generated name.
+fill its disk, write outside the upload folder, or reach Ghostscript; decoder bombs
+are refused, or decoded, within a time and memory budget; and what is kept of an
+accepted one is its picture only: no metadata, nothing appended. Awkward but valid
+images (transparent canvases, 16-bit, CMYK, sideways phone photos, animations, odd
+file names) are read correctly and stored under a generated name.
 """
 
 import functools
@@ -26,11 +27,15 @@ from hypothesis import strategies as st
 from flask import request
 from PIL import EpsImagePlugin, Image, PngImagePlugin
 
+from app import images
 from app.images import open_untrusted
 from app.models import DIGIT_MODELS
 from app.quota import LEDGER
 from app.uploads import STORED_NAME
 from helpers import encode, multipart, post_file
+import hostile_files
+from hostile_files import png, png_chunk
+from upload_cost import UploadMeter
 
 MNIST_URL = "/api/predict/mnist"
 MEGABYTE = 1024 * 1024
@@ -73,23 +78,9 @@ def assert_json_error(response, status, fragment):
 # Files that are not images, or not acceptable ones -----------------------------------
 
 
-def png_chunk(kind, body):
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-@functools.cache
 def png_bomb(width, height, bit_depth):
     """A valid greyscale PNG of width x height that is a few KB on disk: every row is zeros."""
-    row = b"\x00" + bytes((width * bit_depth + 7) // 8)  # filter type 0, then the pixels
-    compressor = zlib.compressobj(9)
-    rows_at_once = 1000  # compress in blocks: quick, and never the whole image in memory
-    pixels = b"".join(
-        compressor.compress(row * min(rows_at_once, height - start))
-        for start in range(0, height, rows_at_once)
-    ) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)  # grey, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
-            + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b""))
+    return png(width, height, bit_depth=bit_depth)
 
 
 def png_with_a_text_bomb(handwritten):
@@ -139,7 +130,7 @@ BAD_UPLOADS = [
     # Under Pillow's own limit (89 Mpx) but over ours (40 Mpx): our check must catch it.
     pytest.param(lambda hw: png_bomb(7_000, 7_000, 8), "bomb.png", 400, "the image 7000x7000 is over the limit",
                  id="png-bomb-7000px"),
-    pytest.param(png_with_a_text_bomb, "digit.png", 400, "corrupt", id="png-metadata-bomb"),
+    pytest.param(png_with_a_text_bomb, "digit.png", 400, "the image's metadata is too large", id="png-metadata-bomb"),
     pytest.param(lambda hw: bytes(11 * MEGABYTE), "huge.png", 413, "the upload is too large: the limit is 10 MB",
                  id="over-max-content-length"),
     pytest.param(lambda hw: encode(np.zeros((1, 1), np.uint8)), "dot.png", 400, "too small", id="1x1-pixel"),
@@ -287,6 +278,143 @@ def test_the_same_checks_guard_the_xception_api(client, uploads):
     assert_json_error(post_file(client, "/api/predict/xception", SVG, "photo.svg"), 415, "SVG")
     assert_json_error(post_file(client, "/api/predict/xception", png_bomb(20_000, 20_000, 1)), 400, "too many pixels")
     assert uploads() == []
+
+
+# Decoder bombs -------------------------------------------------------------------------
+# Files within the pixel limit that would make a decoder work or allocate far beyond
+# it, built by tests/hostile_files.py. Each is refused from its structure before any
+# pixel is decoded, or decoded within budget (the rows that end in "looks blank": the
+# costliest files that are let through). tests/upload_cost.py posts each to the real
+# route in a fresh fork of one server process and measures its CPU time and the
+# memory it adds there, C allocations included.
+
+HOSTILE_UPLOADS = [
+    # (hostile_files function, status, part of the message)
+    # 1. Progressive JPEGs: libjpeg decodes every scan over the whole picture.
+    pytest.param("jpeg_progressive_7000_scans", 400, "too many scans: the JPEG has more than 500 scans",
+                 id="jpeg-progressive-7000-scans-624kb"),
+    pytest.param("jpeg_progressive_filling_the_upload", 400, "too many scans", id="jpeg-progressive-10mb-of-scans"),
+    pytest.param("jpeg_progressive_60_scans", 400, "the JPEG has 60 scans, and one of 6320x6320 pixels may have "
+                 "at most 51", id="jpeg-progressive-60-scans-of-40mp"),
+    pytest.param("jpeg_progressive_at_the_limit", 400, "looks blank", id="jpeg-progressive-51-scans-of-40mp"),
+    pytest.param("jpeg_sequential_scans", 400, "too many scans", id="jpeg-baseline-20000-empty-scans"),
+    pytest.param("jpeg_cmyk_progressive_at_the_cap", 400, "this 6320x6320 multi-scan JPEG would take about 307 MB",
+                 id="jpeg-cmyk-progressive-40mp"),
+    pytest.param("jpeg_with_markers_before_the_image", 400, "more than 2,000 segments", id="jpeg-2.6m-segments"),
+    pytest.param("jpeg_with_junk_before_the_image", 400, "stray bytes", id="jpeg-10mb-of-stray-bytes"),
+    pytest.param("jpeg_segments_between_scans", 400, "looks blank", id="jpeg-2.5m-segments-between-scans"),
+    # 2, 3. TIFF: a tile far larger than the image; millions of strips; huge tags.
+    pytest.param("tiff_huge_tile", 400, "the TIFF's tiles (46336x46336) are far larger than its image (16x16)",
+                 id="tiff-16px-with-a-2gb-tile"),
+    pytest.param("tiff_many_strips", 400, "the TIFF lists 5,000,000 strips or tiles", id="tiff-8px-5m-strips"),
+    pytest.param("tiff_many_tags", 400, "the TIFF has 15,009 tags", id="tiff-15000-tags"),
+    pytest.param("tiff_huge_colormap", 400, "4,000,000 values in its tag 320", id="tiff-4m-colour-map"),
+    pytest.param("tiff_one_big_strip", 400, "would take about 457 MB", id="tiff-40mp-rgba16-in-one-strip"),
+    pytest.param("tiff_jpeg_compressed", 415, "TIFF files with compression 7 are not accepted",
+                 id="tiff-jpeg-compressed"),
+    pytest.param("tiff_rgba_at_the_cap", 400, "looks blank", id="tiff-40mp-rgba-deflate"),
+    pytest.param("tiff_many_pages", 400, "looks blank", id="tiff-80000-pages"),
+    # 4. Small files that are large inside the limit.
+    pytest.param("png_palette_at_the_cap", 400, "looks blank", id="png-palette-40mp-39kb"),
+    pytest.param("png_rgba16_at_the_cap", 400, "looks blank", id="png-rgba16-40mp"),
+    pytest.param("png_grey16_at_the_cap", 400, "looks blank", id="png-grey16-40mp"),
+    pytest.param("png_one_long_row", 400, "over the limit of 65,535 pixels on a side", id="png-40000000x1"),
+    pytest.param("png_many_chunks", 400, "more than 20,000 chunks", id="png-870k-chunks"),
+    pytest.param("png_many_idat_chunks", 400, "more than 20,000 chunks", id="png-40mp-in-1-byte-chunks"),
+    pytest.param("png_text_chunks", 400, "the image's metadata is too large", id="png-80-text-chunks-of-1mb"),
+    pytest.param("png_icc_bomb", 400, "the image's metadata is too large", id="png-64mb-icc-profile"),
+    pytest.param("png_exif_many_tags", 400, "looks blank", id="png-exif-65535-tags"),
+    pytest.param("webp_exif_many_tags", 400, "looks blank", id="webp-exif-65535-tags"),
+    pytest.param("webp_animated_huge_canvas", 400, "this 6324x6324 WebP would take about 610 MB",
+                 id="webp-90-bytes-animation-on-40mp"),
+    pytest.param("webp_lossless_at_the_cap", 400, "too large to decode", id="webp-lossless-40mp"),
+    pytest.param("webp_lossless_at_the_limit", 400, "looks blank", id="webp-lossless-16mp"),
+    pytest.param("webp_many_frames", 400, "looks blank", id="webp-150000-frames"),
+    pytest.param("gif_many_sub_blocks", 400, "more than 10,000 extension blocks", id="gif-5m-sub-blocks"),
+    pytest.param("gif_long_comment", 400, "more than 10,000 extension blocks", id="gif-5m-comment-pieces"),
+    pytest.param("gif_at_the_cap", 400, "looks blank", id="gif-40mp"),
+    pytest.param("gif_frame_beyond_its_screen", 400, "the image 7000x7000 is over the limit",
+                 id="gif-7000px-frame-on-8px-screen"),
+    pytest.param("bmp_rle8_line_ends", 400, "a run-length-encoded BMP may have at most 250,000 pixels",
+                 id="bmp-rle8-36mp-of-line-ends"),
+    pytest.param("bmp_rle4_runs", 400, "run-length-encoded", id="bmp-rle4-36mp"),
+    pytest.param("bmp_1bit_at_the_cap", 400, "looks blank", id="bmp-1bit-40mp"),
+]
+CPU_SECONDS, ADDED_MEGABYTES = 3.0, 400  # loose: the measured figures are in the README
+
+
+@pytest.fixture(scope="module")
+def meter():
+    with UploadMeter() as meter:
+        yield meter
+
+
+@pytest.mark.parametrize(("name", "status", "message"), HOSTILE_UPLOADS)
+def test_decoder_bombs_are_answered_within_the_time_and_memory_budget(meter, name, status, message):
+    result = meter.measure(name)
+    assert (result.get("status"), result.get("stored")) == (status, 0), result
+    assert message.lower() in result["error"].lower(), result
+    # CPU time, not wall time: the build machine is shared, and the budget is the work.
+    assert result["cpu_seconds"] < CPU_SECONDS and result["added_mb"] < ADDED_MEGABYTES, result
+
+
+@functools.cache
+def photo(size, mode="RGB"):
+    """Smooth shading and noise, like a photo: its JPEG has real entropy-coded data."""
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    noise = np.random.default_rng(0).normal(0, 12, (size[1], size[0], 3))
+    rgb = np.stack([x / 8, y / 6, (x + y) / 14], -1) % 256 + noise
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).convert(mode)
+
+
+ORDINARY_FILES = [
+    pytest.param(lambda: encode(photo((4000, 3000)), "JPEG", quality=90, exif=Image.Exif()), id="jpeg-12mp"),
+    pytest.param(lambda: encode(photo((4000, 3000)), "JPEG", quality=90, progressive=True),
+                 id="jpeg-progressive-12mp"),
+    pytest.param(lambda: encode(photo((2000, 1500)), "JPEG", progressive=True, subsampling=0, optimize=True),
+                 id="jpeg-progressive-4:4:4"),
+    pytest.param(lambda: encode(photo((1000, 800), "CMYK"), "JPEG", progressive=True), id="jpeg-progressive-cmyk"),
+    pytest.param(lambda: encode(photo((1000, 800), "L"), "JPEG", progressive=True), id="jpeg-progressive-grey"),
+    pytest.param(lambda: encode(photo((600, 400)), "PNG", optimize=True), id="png"),
+    pytest.param(lambda: encode(photo((600, 400)).convert("P"), "PNG", interlace=1), id="png-palette"),
+    pytest.param(lambda: encode(photo((600, 400)), "GIF", save_all=True, append_images=[photo((600, 400), "L")],
+                                comment=b"a comment " * 1000), id="gif-animated-with-a-comment"),
+    pytest.param(lambda: encode(photo((600, 400)), "BMP"), id="bmp"),
+    pytest.param(lambda: encode(photo((600, 400)), "WEBP", quality=80), id="webp"),
+    pytest.param(lambda: encode(photo((600, 400)), "WEBP", lossless=True), id="webp-lossless"),
+    pytest.param(lambda: encode(photo((600, 400)), "WEBP", save_all=True, append_images=[photo((600, 400))]),
+                 id="webp-animated"),
+    pytest.param(lambda: encode(photo((600, 400)), "TIFF", compression="tiff_lzw"), id="tiff-lzw"),
+    pytest.param(lambda: encode(photo((600, 400)), "TIFF", compression="tiff_adobe_deflate"), id="tiff-deflate"),
+    pytest.param(lambda: encode(photo((600, 400)), "TIFF", compression="packbits"), id="tiff-packbits"),
+    pytest.param(lambda: encode(photo((600, 400), "1"), "TIFF", compression="group4"), id="tiff-g4"),
+    pytest.param(lambda: encode(photo((600, 400)), "TIFF"), id="tiff-uncompressed"),
+    pytest.param(lambda: hostile_files.tiff_tiled(1000, 700, 256, compression=8), id="tiff-tiled-deflate"),
+    pytest.param(lambda: hostile_files.tiff_tiled(100, 60, 256), id="tiff-tiles-larger-than-the-image"),
+]
+
+
+@pytest.mark.parametrize("make_file", ORDINARY_FILES)
+def test_ordinary_files_of_every_kind_are_within_the_limits(make_file):
+    image, _ = open_untrusted(make_file(), draft=("L", (288, 288)))
+    assert min(image.size) > 0
+
+
+def test_large_decodes_take_turns(client, handwritten):
+    """One large decode at a time per process: the next is told to retry at once (and
+    keeps no thread waiting), while ordinary uploads go on as usual."""
+    large = hostile_files.png_rgba8_at_the_cap()  # 160 MB once decoded
+    with images._large_decode:  # as if another request were decoding a large image
+        assert_json_error(post_whole_body(client, MNIST_URL, large), 503,
+                          "the server is busy decoding another large image; try again in a few seconds")
+        assert post_file(client, MNIST_URL, encode(handwritten(7))).json["prediction"] == 7
+    assert_json_error(post_whole_body(client, MNIST_URL, large), 400, "looks blank")
+
+
+def test_the_meter_sees_memory_that_c_code_allocates(meter):
+    """Guards the table above: an upload that Pillow decodes to 160 MB shows as such."""
+    result = meter.measure("png_rgba8_at_the_cap")
+    assert result["status"] == 400 and 150 < result["added_mb"] < ADDED_MEGABYTES, result
 
 
 # Awkward but valid images -------------------------------------------------------------

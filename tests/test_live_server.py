@@ -9,11 +9,13 @@ import json
 import re
 import runpy
 import socket
+import threading
 import time
 
 import pytest
 from gunicorn.ctl.client import ControlClient
 
+import hostile_files
 from app.uploads import STORED_NAME
 from benchmarks.slow_clients import GOAL_SECONDS, measure, statistics
 from helpers import ROOT, encode, folder_files, multipart
@@ -230,6 +232,79 @@ def test_the_access_log_says_how_long_each_request_took(server):
         assert time.monotonic() < deadline, "no access log line with a duration"
         time.sleep(0.1)
     assert int(line.group(1)) < 1000
+
+
+# The worst of the decoder bombs in tests/test_hostile_uploads.py, with their answers.
+# Before they were refused from their structure, eight such uploads kept every /health
+# request waiting for over a minute.
+WORST_UPLOADS = [
+    ("jpeg_progressive_filling_the_upload", "too many scans"),
+    ("jpeg_sequential_scans", "too many scans"),
+    ("tiff_huge_tile", "far larger than its image"),
+    ("tiff_many_strips", "5,000,000 strips"),
+    ("png_palette_at_the_cap", "looks blank"),
+    ("webp_animated_huge_canvas", "too large to decode"),
+    ("png_many_chunks", "chunks"),
+    ("gif_long_comment", "extension blocks"),
+]
+# The costliest files the server does decode, a second of CPU or more each: eight at once
+# kept /health waiting for 20 s until large decodes took turns (one per worker).
+COSTLIEST_UPLOADS = ["png_rgba16_at_the_cap"] * 3 + [
+    "png_rgba8_at_the_cap", "tiff_rgba_at_the_cap", "webp_lossless_at_the_limit",
+    "jpeg_progressive_at_the_limit", "png_grey16_at_the_cap"]
+
+
+def health_seconds(base_url):
+    """One GET /health on a fresh connection: its round trip in seconds."""
+    host, port = base_url.removeprefix("http://").split(":")
+    start = time.perf_counter()
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("GET", "/health")
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+    return time.perf_counter() - start
+
+
+def post_all_at_once(base_url, files):
+    """Post every file at once, each on its own connection, while /health is asked
+    every 50 ms: (the answers, the /health round trips in seconds)."""
+    answers = [None] * len(files)
+
+    def upload(index):
+        answers[index] = post(base_url, files[index], "upload")
+
+    uploaders = [threading.Thread(target=upload, args=(index,)) for index in range(len(files))]
+    probes = [health_seconds(base_url)]
+    for thread in uploaders:
+        thread.start()
+    while any(thread.is_alive() for thread in uploaders):
+        probes.append(health_seconds(base_url))
+        time.sleep(0.05)
+    return answers, probes + [health_seconds(base_url) for _ in range(3)]
+
+
+def test_eight_decoder_bombs_at_once_leave_health_answering_within_a_second(server):
+    base_url, folder = server
+    before = stored(folder)
+    answers, probes = post_all_at_once(base_url, [getattr(hostile_files, name)() for name, _ in WORST_UPLOADS])
+    for (status, _, body), (name, message) in zip(answers, WORST_UPLOADS):
+        assert status == 400 and message in body["error"], (name, body)
+    assert max(probes) < 1.0, probes
+    assert stored(folder) == before
+
+
+def test_eight_of_the_costliest_decodes_at_once_take_turns_and_health_answers(server):
+    base_url, folder = server
+    before = stored(folder)
+    answers, probes = post_all_at_once(base_url, [getattr(hostile_files, name)() for name in COSTLIEST_UPLOADS])
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {400, 503} and 400 in statuses, answers
+    for status, _, body in answers:
+        assert ("looks blank" if status == 400 else "busy decoding another large image") in body["error"]
+    assert max(probes) < 1.0, probes
+    assert stored(folder) == before
 
 
 def test_the_server_is_healthy_afterwards(server):

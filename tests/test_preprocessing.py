@@ -9,7 +9,8 @@ from PIL import Image
 from scipy import ndimage
 
 from app.images import open_untrusted
-from app.preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT, NoDigitFound, prepare_image, prepare_xception_input
+from app.preprocessing import (DIGIT_DRAFT, REDUCIBLE, XCEPTION_DRAFT, NoDigitFound, prepare_image,
+                               prepare_xception_input, upright_flat)
 from helpers import encode
 
 
@@ -213,3 +214,39 @@ def test_malformed_metadata_is_ignored(make):
     digit = prepare_image(open_untrusted(data, draft=DIGIT_DRAFT)[0])
     np.testing.assert_allclose(digit, prepare_image(image), atol=1 / 255)
     assert prepare_xception_input(open_untrusted(data, draft=XCEPTION_DRAFT)[0]).shape == (1, 299, 299, 3)
+
+
+def big_picture(mode, size=(3000, 2000)):
+    """A large stroke_digit page in `mode`; palette and alpha modes with transparent paper."""
+    page = np.asarray(Image.fromarray(stroke_digit(paper=230)).resize(size, Image.Resampling.NEAREST))
+    grey = Image.fromarray(page)
+    if mode in ("LA", "RGBA", "PA"):
+        alpha = Image.fromarray(np.where(page < 128, 255, 0).astype(np.uint8))
+        image = grey.convert("RGBA")
+        image.putalpha(alpha)
+        return image.convert(mode) if mode != "PA" else image.convert("P").convert("PA")
+    if mode == "I;16":
+        return Image.fromarray(page.astype(np.uint16) * 257)
+    return grey.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["P", "PA", "1", "LA", "RGBA", "I;16", "L", "RGB", "CMYK"])
+def test_large_pictures_are_reduced_before_any_conversion_at_full_size(monkeypatch, mode):
+    """A 40-megapixel palette PNG converted to RGBA at full size cost 160 MB twice over:
+    whatever the mode, conversions happen only on bands or on the reduced picture, and
+    reduce() only sees a full-size picture in modes it reads without copying it."""
+    big = big_picture(mode)
+    full = big.width * big.height
+    calls = []
+    for name in ("convert", "reduce", "alpha_composite"):
+        real = getattr(Image.Image, name)
+        monkeypatch.setattr(Image.Image, name, lambda self, *a, _real=real, _name=name, **k:
+                            calls.append((_name, self.mode, self.width * self.height)) or _real(self, *a, **k))
+    small = upright_flat(big, 256)  # over twice 256 * 5 pixels wide: reduced by 5
+    assert small.size == (600, 400) and small.mode in ("L", "RGB")
+    assert [c for c in calls if c[2] == full and not (c[0] == "reduce" and c[1] in REDUCIBLE)] == []
+    monkeypatch.undo()
+    # The same picture as converting first (onto white) and reducing afterwards, to a grey level.
+    whole = upright_flat(big.convert("RGBA") if mode in ("P", "PA", "1") else big, 99_999)
+    expected = np.asarray(whole.reduce(5).convert("L"), dtype=np.float32)
+    assert np.abs(np.asarray(small.convert("L"), dtype=np.float32) - expected).mean() < 1.0
