@@ -55,8 +55,9 @@ def live_server(upload_folder, startup_timeout=120, **env):
         process.terminate()
         try:
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # a loaded machine: don't wait out the graceful timeout
             process.kill()
+            process.wait()
         log.close()
 
 
