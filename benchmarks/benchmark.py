@@ -44,9 +44,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 from app.samples import STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes, multipart, photograph, png_bytes  # noqa: E402
-from live_server import all_workers_warm, free_port  # noqa: E402
+from benchmarks.live_server import all_workers_warm, free_port  # noqa: E402
 from train_mnist import load_mnist_idx  # noqa: E402
 
 PHONE_PHOTO = RESULTS / "cache" / "phone_photo_12mp.jpg"
@@ -336,6 +335,7 @@ def production_server(workdir, **env):
     """Start gunicorn the `make run` way, with `env` added to the environment; yield a Server."""
     port = free_port()
     environment = {**os.environ, "PORT": str(port), "UPLOAD_FOLDER": str(workdir / f"uploads-{port}"),
+                   "GUNICORN_CMD_ARGS": "--max-requests 0",  # no worker recycling in the middle of a measurement
                    **{key: str(value) for key, value in env.items()}}
     log = open(workdir / f"gunicorn-{port}.log", "w+")
     launched = time.perf_counter()

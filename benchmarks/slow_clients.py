@@ -30,9 +30,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-from helpers import multipart  # noqa: E402
-from live_server import live_server  # noqa: E402
+from app.samples import multipart  # noqa: E402
+from benchmarks.live_server import live_server  # noqa: E402
 from train_mnist import load_mnist_idx  # noqa: E402
 
 GOAL_SECONDS = 1.0

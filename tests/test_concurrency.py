@@ -12,7 +12,7 @@ import pytest
 from app.models import DIGIT_MODELS
 from app.uploads import STORED_NAME
 from helpers import encode, folder_files, multipart, post_file
-from live_server import live_server
+from benchmarks.live_server import live_server
 from test_hostile_uploads import EPS, png_bomb
 
 MNIST_URL = "/api/predict/mnist"

@@ -19,7 +19,7 @@ import hostile_files
 from app.uploads import STORED_NAME
 from benchmarks.slow_clients import GOAL_SECONDS, measure, statistics
 from helpers import ROOT, encode, folder_files, multipart
-from live_server import live_server
+from benchmarks.live_server import live_server
 from test_hostile_uploads import AWKWARD_UPLOADS, BAD_UPLOADS, handwriting_from
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 from app import create_app
 from app.quota import INCOMING, LEDGER, STORED_NAME, UploadFolder
 from helpers import encode, folder_files, post_file
-from live_server import live_server
+from benchmarks.live_server import live_server
 
 MNIST_URL = "/api/predict/mnist"
 

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +20,7 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
-sys.path.insert(0, str(HERE.parent))  # for live_server.py
-
-from live_server import live_server  # noqa: E402
+from benchmarks.live_server import live_server  # noqa: E402
 
 CHROMIUM_ARGS = [
     "--no-sandbox",  # CI runs as root in a container

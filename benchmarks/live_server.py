@@ -1,5 +1,6 @@
 """Start the production server (gunicorn, the committed config) the way `make run`
-does, on a free port with a temporary upload folder, for tests that need real HTTP."""
+does, on a free port with a temporary upload folder: for the benchmarks, and for the
+tests that need real HTTP."""
 
 import os
 import socket
