@@ -56,6 +56,7 @@ UPRIGHT = {
 
 
 def exif_orientation(image):
+    """The EXIF orientation (1: as stored); 1 when the EXIF is malformed."""
     try:
         return image.getexif().get(0x0112, 1)
     except Exception:  # malformed EXIF (any of Pillow's parsers may raise): take the picture as it is

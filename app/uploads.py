@@ -21,7 +21,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
 from .images import ImageRejected, open_untrusted
-from .preprocessing import UPRIGHT
+from .preprocessing import UPRIGHT, exif_orientation
 from .quota import STORED_NAME, UploadFolder  # noqa: F401 (STORED_NAME: pages and tests use it from here)
 
 
@@ -127,7 +127,7 @@ def clean_copy(upload, max_side):
     reduced to at most `max_side` pixels a side, without metadata; JPEG (quality 90)
     for JPEGs, PNG for the rest. JPEGs arrive decoded at a reduced scale already
     (images.open_untrusted's draft), so a 12 MP photo costs about 1 ms, not ~70."""
-    if upload.format == "PNG" and orientation(upload.image) == 1:
+    if upload.format == "PNG" and exif_orientation(upload.image) == 1:
         data = png_pixels_only(upload.data)
         if data is not None:
             return data, "png"
@@ -174,17 +174,9 @@ def png_pixels_only(data):
     return b"".join(kept)
 
 
-def orientation(image):
-    """The EXIF orientation (1: as stored); 1 when the EXIF is malformed."""
-    try:
-        return image.getexif().get(0x0112, 1)
-    except Exception:  # any of Pillow's EXIF parsers may raise on hostile data
-        return 1
-
-
 def upright(image):
     """The picture turned the way its EXIF orientation says it is seen."""
-    transpose = UPRIGHT.get(orientation(image))
+    transpose = UPRIGHT.get(exif_orientation(image))
     return image.transpose(transpose) if transpose else image
 
 
