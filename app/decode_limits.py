@@ -137,7 +137,7 @@ def jpeg_header(data):
         if marker in NO_LENGTH:
             position += 2
             continue
-        length = struct.unpack_from(">H", data, position + 2)[0]
+        length = max(struct.unpack_from(">H", data, position + 2)[0], 2)  # Pillow reads nothing for 0 or 1
         payload = data[position + 4 : position + 2 + length]
         if marker in DCT_FRAMES or marker in OTHER_FRAMES:
             frame = jpeg_frame(marker, payload)
