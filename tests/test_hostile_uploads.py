@@ -28,7 +28,7 @@ from flask import request
 from PIL import EpsImagePlugin, Image, PngImagePlugin
 
 from app import images
-from app.images import open_untrusted
+from app.images import ImageRejected, open_untrusted
 from app.models import DIGIT_MODELS
 from app.quota import LEDGER
 from app.uploads import STORED_NAME
@@ -398,6 +398,15 @@ ORDINARY_FILES = [
 def test_ordinary_files_of_every_kind_are_within_the_limits(make_file):
     image, _ = open_untrusted(make_file(), draft=("L", (288, 288)))
     assert min(image.size) > 0
+
+
+def test_the_jpeg_walk_keeps_step_with_pillow():
+    """Pillow reads no payload for a segment whose length says 0; the walk does the
+    same, and still counts every segment after it."""
+    real = encode(Image.new("L", (28, 28), 255), "JPEG")
+    hidden = real[:2] + b"\xff\xfe\x00\x00" + hostile_files.jpeg_segment(0xFE, b"") * 3000 + real[2:]
+    with pytest.raises(ImageRejected, match="more than 2,000 segments"):
+        open_untrusted(hidden)
 
 
 def test_large_decodes_take_turns(client, handwritten):
@@ -807,8 +816,19 @@ def mutate(data, draw):
 
 @pytest.fixture(scope="module")
 def fuzz_seeds(handwritten):
-    """A small valid digit in each accepted format, for the fuzzer to mutate."""
-    return [encode(handwritten(3, size=40), fmt, **options) for fmt, options in FUZZ_SEED_FORMATS]
+    """A small valid digit in each accepted format, and small versions of the decoder
+    bombs' structures (scans, tiles, strips, extension blocks, runs, frames), for the
+    fuzzer to mutate."""
+    digits = [encode(handwritten(3, size=40), fmt, **options) for fmt, options in FUZZ_SEED_FORMATS]
+    return digits + [
+        hostile_files.progressive_jpeg(64, 48, scans=6, components=3),
+        hostile_files.jpeg_sequential_scans(scans=6),
+        hostile_files.tiff_tiled(40, 30, 16, compression=8),
+        hostile_files.tiff_many_pages(pages=3),
+        hostile_files.gif_many_sub_blocks(count=20),
+        hostile_files.bmp_rle4_runs(side=40),
+        hostile_files.webp_animated_huge_canvas(side=40),
+    ]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
