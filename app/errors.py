@@ -3,7 +3,7 @@
 import logging
 
 from flask import current_app, jsonify, make_response, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 JSON_PREFIXES = ("/api/", "/health", "/v1/")
 
@@ -63,6 +63,18 @@ def add_security_headers(response):
     return response
 
 
+def handle_malformed_body(error):
+    """gunicorn finds a malformed chunked body only as the app reads it: a 400, not a 500."""
+    return handle_http_error(BadRequest(description=f"the request body is malformed: {error}"))
+
+
 def init_app(app):
     app.register_error_handler(HTTPException, handle_http_error)
+    try:
+        from gunicorn.http.errors import NoMoreData, ParseException
+    except ImportError:  # not under gunicorn (Windows, the development server)
+        pass
+    else:
+        app.register_error_handler(ParseException, handle_malformed_body)
+        app.register_error_handler(NoMoreData, handle_malformed_body)
     app.after_request(add_security_headers)

@@ -314,3 +314,15 @@ def test_the_server_is_healthy_afterwards(server):
     response = connection.getresponse()
     assert response.status == 200 and json.loads(response.read())["status"] == "ok"
     connection.close()
+
+
+@pytest.mark.parametrize("size_line", [b"zz", b"-1", b"0x10"])
+def test_a_chunked_body_with_a_malformed_chunk_size_gets_400_not_500(server, size_line):
+    base_url, _ = server
+    with raw_socket(base_url) as sock:
+        sock.sendall(b"POST " + MNIST_URL.encode() + b" HTTP/1.1\r\nHost: test\r\n"
+                     b"Content-Type: multipart/form-data; boundary=zz\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + size_line + b"\r\nx\r\n0\r\n\r\n")
+        head, body = read_answer(sock.makefile("rb"))
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert "malformed" in json.loads(body)["error"]
