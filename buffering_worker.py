@@ -23,6 +23,10 @@ memory. A slow client costs a socket and a buffer, not a thread. Also:
   closing with unread bytes makes the kernel reset the connection, which can destroy
   the answer before the client reads it. (gunicorn lingers too, but blocking its loop.)
 - `Expect: 100-continue` is answered by the loop when the head is in and the body fits.
+- Probes have threads of their own. A bodiless GET or HEAD of one of `probe_paths`
+  (/health and /ready; gunicorn.conf.py sets them) goes to a small pool of its own,
+  never behind uploads and model calls in the main pool: a liveness probe is answered
+  in milliseconds however busy the worker is.
 
 It serves plain HTTP/1.1 only (no TLS, no HTTP/2), which is what `make run` serves.
 """
@@ -31,6 +35,7 @@ import errno
 import selectors
 import socket
 import time
+from concurrent import futures
 from functools import partial
 
 from gunicorn import http
@@ -45,6 +50,7 @@ THREAD_SOCKET_SECONDS = 30  # backstop: a thread never waits longer on one send 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 RECEIVE_BYTES = 256 * 1024
 EXPIRY_CHECK_EVERY = 0.25
+PROBE_THREADS = 2
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
@@ -130,6 +136,15 @@ class IncomingRequest:
         else:
             self.ready = True  # framing that gunicorn refuses (or too rare to buffer): answered now
 
+    def is_probe(self, probe_paths):
+        """Whether this is a bodiless GET or HEAD of one of `probe_paths` (query strings allowed)."""
+        if not (self.whole and self.body_length == 0 and probe_paths):
+            return False
+        line = bytes(self.data[:self.data.find(b"\r\n")])
+        method, _, rest = line.partition(b" ")
+        target = rest.partition(b" ")[0].partition(b"?")[0]
+        return method in (b"GET", b"HEAD") and target.decode("latin-1") in probe_paths
+
     def _find_body_end(self):
         if self.body_length is None:
             self._find_last_chunk()
@@ -165,6 +180,7 @@ class BufferingThreadWorker(ThreadWorker):
     """gthread, except that a thread only ever gets a request that has arrived (see above)."""
 
     max_body = DEFAULT_MAX_BODY  # largest body read ahead; gunicorn.conf.py sets the app's limit
+    probe_paths = ()  # answered by the probe threads; gunicorn.conf.py sets them
 
     @classmethod
     def check_config(cls, cfg, log):
@@ -177,6 +193,7 @@ class BufferingThreadWorker(ThreadWorker):
         self.lingering = set()  # connections answered and closing
         self.max_head = head_limit(self.cfg)
         self._next_expiry_check = 0.0
+        self.probe_pool = futures.ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="probe")
         super().init_process()
 
     # Connections wait for their first byte in gunicorn's own lists (pending, then kept alive).
@@ -240,6 +257,7 @@ class BufferingThreadWorker(ThreadWorker):
             if arrival >= SLOW_ARRIVAL_SECONDS:  # the access log's time starts once it is in
                 self.log.info("slow request from %s: %r took %.1f s to arrive", client_address(conn),
                               bytes(incoming.data[:incoming.data.find(b"\r\n")][:100]), arrival)
+            conn.is_probe = incoming.is_probe(self.probe_paths)
             conn.parser.unreader.unread(incoming.data)
             incoming.data = None  # the parser has its copy
             self.enqueue_req(conn)
@@ -256,6 +274,12 @@ class BufferingThreadWorker(ThreadWorker):
     def stop_reading(self, conn):
         self.poller.unregister(conn.sock)
         self.reading.discard(conn)
+
+    def enqueue_req(self, conn):
+        """Hand a whole request to a thread: a probe to the probe pool, anything else to the main one."""
+        pool = self.probe_pool if getattr(conn, "is_probe", False) else self.tpool
+        done = pool.submit(self.handle, conn)
+        done.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
 
     # In the thread: the request is in memory
 

@@ -22,7 +22,11 @@ port = os.environ.get("PORT", "5000")
 bind = f"127.0.0.1:{port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = BufferingThreadWorker
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Enough threads that Xception's requests, which each model's limit caps at 8 a worker
+# (app/models.py DEFAULT_QUEUES), can never hold them all: digits and pages always find
+# one. A thread waiting for a model costs no CPU; /health and /ready have threads of
+# their own (buffering_worker.py).
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 # Recycle each worker after 10,000 to 15,000 requests: big images leave a worker at its
 # memory high-water mark (glibc keeps what it freed: ~1.1 GB RSS, 1.4 GB with Xception),
 # and a fresh worker starts at ~0.57 GB (0.75). The old worker finishes its requests while
@@ -57,11 +61,29 @@ loglevel = "info"
 capture_output = True  # the app's own log lines go to stdout too
 
 
+def on_starting(server):
+    """Before any worker: remove uploads left half-written when the server last stopped."""
+    from app import create_app
+
+    server.upload_folder = create_app().extensions["uploads"]
+    removed = server.upload_folder.remove_incoming()
+    if removed:
+        server.log.info("removed %d half-written upload(s) left by an earlier run", removed)
+
+
+def child_exit(server, worker):
+    """A worker has exited: remove what it was writing when it died (SIGKILL, out of memory, timeout)."""
+    removed = server.upload_folder.remove_incoming(pid=worker.pid)
+    if removed:
+        server.log.warning("worker %s died writing %d upload(s); removed them", worker.pid, removed)
+
+
 def post_worker_init(worker):
     """Load and trace every model in this worker before it takes requests."""
     app = worker.wsgi  # the Flask app created by "app:create_app()" in this worker
     if app.config["MAX_CONTENT_LENGTH"] is not None:
         worker.max_body = app.config["MAX_CONTENT_LENGTH"]  # read ahead no more than the app accepts
+    worker.probe_paths = ("/health", "/ready")  # answered by threads of their own
     registry = app.extensions["models"]
     registry.warm_up(xception=app.config["XCEPTION_EAGER"])
     worker.log.info("worker %s: models warm: %s", worker.pid, registry.health())

@@ -10,6 +10,7 @@ from pathlib import Path
 from flask import Flask
 
 from .images import DEFAULT_MAX_PIXELS
+from .models import BATCH_MAX_WAIT_SECONDS, DEFAULT_QUEUES, ModelRegistry, QueueSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +25,12 @@ ENVIRONMENT_SETTINGS = {
     "UPLOAD_MAX_FILES": int,
     "UPLOAD_MAX_BYTES": int,
     "UPLOAD_STORED_MAX_SIDE": int,
+    "DENSE_QUEUE_LIMIT": int,
+    "CNN_QUEUE_LIMIT": int,
+    "XCEPTION_QUEUE_LIMIT": int,
+    "CNN_MAX_BATCH": int,
+    "XCEPTION_MAX_BATCH": int,
+    "BATCH_MAX_WAIT_MS": float,
 }
 
 
@@ -46,6 +53,14 @@ def create_app(test_config=None):
         UPLOAD_MAX_FILES=1000,
         UPLOAD_MAX_BYTES=500 * 1024 * 1024,
         UPLOAD_STORED_MAX_SIDE=1024,  # re-encoded copies are reduced to this (app/uploads.py)
+        # Each model's place in line, per worker process (app/batching.py): requests at once,
+        # past which a 503 with Retry-After; rows per batched call; a batch's longest wait.
+        DENSE_QUEUE_LIMIT=DEFAULT_QUEUES["dense"].limit,
+        CNN_QUEUE_LIMIT=DEFAULT_QUEUES["cnn"].limit,
+        XCEPTION_QUEUE_LIMIT=DEFAULT_QUEUES["xception"].limit,
+        CNN_MAX_BATCH=DEFAULT_QUEUES["cnn"].max_batch,
+        XCEPTION_MAX_BATCH=DEFAULT_QUEUES["xception"].max_batch,
+        BATCH_MAX_WAIT_MS=BATCH_MAX_WAIT_SECONDS * 1000,
     )
     for key, convert in ENVIRONMENT_SETTINGS.items():
         if key in os.environ:
@@ -53,9 +68,10 @@ def create_app(test_config=None):
     if test_config is not None:
         app.config.from_mapping(test_config)
 
-    from .models import ModelRegistry
-
-    app.extensions["models"] = ModelRegistry(app.config["MODELS_FOLDER"], app.config["XCEPTION_WEIGHTS"])
+    app.extensions["models"] = ModelRegistry(
+        app.config["MODELS_FOLDER"], app.config["XCEPTION_WEIGHTS"], queues=queue_settings(app.config),
+        batch_max_wait=app.config["BATCH_MAX_WAIT_MS"] / 1000,
+    )
 
     from . import api, errors, pages, serving, uploads
 
@@ -65,3 +81,15 @@ def create_app(test_config=None):
     app.register_blueprint(serving.bp)
     errors.init_app(app)
     return app
+
+
+def queue_settings(config):
+    """Each model's QueueSettings from the app's config."""
+    return {
+        name: QueueSettings(
+            limit=config[f"{name.upper()}_QUEUE_LIMIT"],
+            max_batch=config.get(f"{name.upper()}_MAX_BATCH", 1),
+            seconds_per_request=DEFAULT_QUEUES[name].seconds_per_request,
+        )
+        for name in DEFAULT_QUEUES
+    }

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from flask import Blueprint, jsonify, request
 
-from .recognition import checked_model_name, digit_from, digit_probabilities, load_note, registry, xception_top5
+from .recognition import admitted, checked_model_name, digit_from, digit_probabilities, load_note, registry, xception_top5
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
 from .uploads import accepts_upload, read_upload, store_upload
 
@@ -16,14 +16,16 @@ bp = Blueprint("api", __name__)
 def predict_mnist():
     """Recognise the handwritten digit in the uploaded image."""
     model_name = checked_model_name(request.values.get("model", "dense"))
-    upload = read_upload(draft=DIGIT_DRAFT)
-    probabilities = digit_probabilities(digit_from(upload), model_name)
+    with admitted(model_name):
+        upload = read_upload(draft=DIGIT_DRAFT)
+        probabilities = digit_probabilities(digit_from(upload), model_name)
+        stored = store_upload(upload)
     return jsonify(
         model=model_name,
         prediction=int(probabilities.argmax()),
         confidence=float(probabilities.max()),
         probabilities=[float(p) for p in probabilities],
-        upload=store_upload(upload),
+        upload=stored,
     )
 
 
@@ -31,9 +33,11 @@ def predict_mnist():
 @accepts_upload
 def predict_xception():
     """Label the uploaded photo with Xception's top-5 ImageNet classes."""
-    upload = read_upload(draft=XCEPTION_DRAFT)
-    predictions, load_seconds = xception_top5(upload)
-    answer = {"model": "xception", "predictions": predictions, "upload": store_upload(upload)}
+    with admitted("xception"):
+        upload = read_upload(draft=XCEPTION_DRAFT)
+        predictions, load_seconds = xception_top5(upload)
+        stored = store_upload(upload)
+    answer = {"model": "xception", "predictions": predictions, "upload": stored}
     note = load_note(load_seconds)
     if note:
         answer["note"] = note
@@ -42,10 +46,24 @@ def predict_xception():
 
 @bp.get("/health")
 def health():
-    """The state of each model; always 200 while the server answers."""
+    """Liveness: the state of each model; always 200 while the server answers. Under
+    gunicorn it has threads of its own (buffering_worker.py): no upload or model call
+    can make it wait."""
     models = registry()
     server_paths = [str(models.xception_weights), str(models.models_folder)]
     return jsonify(status="ok", models=without_paths(models.health(), server_paths))
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness: 200 when this worker answers digits now (models loaded, digit queues
+    not full), 503 with the reasons otherwise. Like /health, it never waits."""
+    models = registry()
+    is_ready, reasons = models.readiness()
+    answer = {"status": "ready" if is_ready else "not ready", "queues": models.queue_state()}
+    if reasons:
+        answer["reasons"] = reasons
+    return jsonify(answer), 200 if is_ready else 503
 
 
 def without_paths(value, paths):

@@ -3,9 +3,11 @@
 import logging
 
 from flask import current_app, jsonify, make_response, render_template, request
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
 
-JSON_PREFIXES = ("/api/", "/health", "/v1/")
+from .batching import ServerBusy
+
+JSON_PREFIXES = ("/api/", "/health", "/ready", "/v1/")
 
 FRIENDLY = {
     404: "there is nothing at this address",
@@ -49,7 +51,15 @@ def handle_http_error(error):
     response.status_code = error.code
     if error.code == 405 and error.valid_methods:
         response.headers["Allow"] = ", ".join(error.valid_methods)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:  # 503: busy, or a model still loading
+        response.headers["Retry-After"] = str(int(retry_after))
     return response
+
+
+def handle_server_busy(busy):
+    """A model's queue is full (batching.py, logged there with its count): 503, retry in N s."""
+    return handle_http_error(ServiceUnavailable(description=str(busy), retry_after=busy.retry_after))
 
 
 def add_security_headers(response):
@@ -70,6 +80,7 @@ def handle_malformed_body(error):
 
 def init_app(app):
     app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(ServerBusy, handle_server_busy)
     try:
         from gunicorn.http.errors import NoMoreData, ParseException
     except ImportError:  # not under gunicorn (Windows, the development server)

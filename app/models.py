@@ -14,11 +14,14 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import urlopen
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from .batching import Admission, DynamicBatcher
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,37 @@ HOW_TO_GET_WEIGHTS = (
 )
 
 
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """One model's place in line, in each worker process."""
+
+    limit: int  # requests admitted at once (decoding, waiting, running); the next gets a 503
+    max_batch: int = 1  # rows run together in one call; 1: no batching
+    seconds_per_request: float = 0.01  # a first guess for Retry-After, refined as the model runs
+
+
+# Sized for 2 cores and gunicorn's 2 workers x 32 threads (gunicorn.conf.py): a worker's
+# 8 Xception requests take ~0.5-1.5 s to answer between them, so an admitted request
+# never waits long, and Xception can hold at most 8 of its 32 threads. A digit costs
+# ~2-5 ms: 32 at once is a crowd that still clears in a fraction of a second.
+DEFAULT_QUEUES = {
+    "dense": QueueSettings(limit=32),
+    "cnn": QueueSettings(limit=32, max_batch=64, seconds_per_request=0.002),
+    "xception": QueueSettings(limit=8, max_batch=8, seconds_per_request=0.1),
+}
+BATCH_MAX_WAIT_SECONDS = 0.002  # a batch waits this long at most for requests still decoding
+XCEPTION_NICE = 10  # TensorFlow's threads yield the CPU to digit and page requests (lower_tensorflow_priority)
+
+
 class ModelUnavailable(RuntimeError):
-    """A model can't be loaded; the message says what is missing and how to get it."""
+    """A model can't be loaded; the message says what is missing and how to get it.
+    `retry_after`: seconds after which it may be there (while it loads), else None."""
+
+    def __init__(self, message, retry_after=None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class CompiledModel:
@@ -275,12 +307,39 @@ def load_xception(weights, progress=lambda received: None):
 
 
 
+def lower_tensorflow_priority(nice=XCEPTION_NICE):
+    """Run TensorFlow's own threads (Xception's compute: the digit models run in NumPy on
+    the request threads) at a lower CPU priority: on a busy server, digits and pages get
+    the cores first, and Xception all that is left, which is all of it when nothing else
+    runs. TensorFlow's pools exist once a model has run; the threads of this process that
+    Python did not start are theirs. Linux only; elsewhere nothing changes."""
+    if not hasattr(os, "setpriority") or not os.path.isdir("/proc/self/task"):
+        return 0
+    python_threads = {thread.native_id for thread in threading.enumerate()}
+    lowered = 0
+    for task in os.listdir("/proc/self/task"):
+        tid = int(task)
+        if tid in python_threads:
+            continue
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+            lowered += 1
+        except OSError:  # the thread has ended
+            pass
+    return lowered
+
+
 class ModelRegistry:
     """All models of one process. Cheap to create: nothing loads until asked."""
 
-    def __init__(self, models_folder, xception_weights="imagenet"):
+    def __init__(self, models_folder, xception_weights="imagenet", queues=None,
+                 batch_max_wait=BATCH_MAX_WAIT_SECONDS):
         self.models_folder = Path(models_folder)
         self.xception_weights = xception_weights
+        self.queues = dict(DEFAULT_QUEUES, **(queues or {}))
+        self.batch_max_wait = batch_max_wait
+        self.admissions = {name: Admission(name, settings.limit, settings.seconds_per_request)
+                           for name, settings in self.queues.items()}
         self._digits = {}
         self._imagenet_labels = None
         self._load_lock = threading.Lock()  # digit models: local files, loaded in milliseconds
@@ -291,6 +350,17 @@ class ModelRegistry:
         self._xception_loader = None  # the thread loading Xception, while it runs
         self._xception_downloaded = None  # bytes of its weights downloaded so far
         self._xception_lock = threading.Lock()  # guards the four above, never held while loading
+
+    def admission(self, name):
+        """The model's place in line (batching.Admission): hold one to use the model."""
+        return self.admissions[name]
+
+    def _in_line(self, name, model):
+        """The model as its callers use it: behind a DynamicBatcher when it batches."""
+        settings = self.queues[name]
+        if settings.max_batch <= 1:
+            return model
+        return DynamicBatcher(model, settings.max_batch, self.batch_max_wait, self.admissions[name])
 
     def digit_model_path(self, name):
         return self.models_folder / f"mnist_{name}.keras"
@@ -304,7 +374,7 @@ class ModelRegistry:
             with self._load_lock:
                 model = self._digits.get(name)
                 if model is None:
-                    model = load_digit_model(self.digit_model_path(name), name)
+                    model = self._in_line(name, load_digit_model(self.digit_model_path(name), name))
                     self._digits[name] = model
                     log.info("loaded the %s digit model", name)
         return model
@@ -334,7 +404,7 @@ class ModelRegistry:
                 return self._xception, time.monotonic() - started
             if self._xception_loader is None and self._xception_error is not None:
                 raise ModelUnavailable(self._xception_error[1])
-            raise ModelUnavailable(self._xception_progress())
+            raise ModelUnavailable(self._xception_progress(), retry_after=60 if downloading else 5)
 
     def _start_loading_xception(self):
         """The thread loading Xception, started if none is; raises a failure younger than the retry delay."""
@@ -353,8 +423,9 @@ class ModelRegistry:
         log.info("loading Xception weights (%s); this takes a few seconds", self.xception_weights)
         model = error = None
         try:
-            model = load_xception(self.xception_weights, progress=self._note_download)
+            model = self._in_line("xception", load_xception(self.xception_weights, progress=self._note_download))
             model.warm_up()
+            lower_tensorflow_priority()
             log.info("Xception ready in %.1f s", time.monotonic() - started)
         except Exception as exc:  # nothing may escape a background thread unseen
             if not isinstance(exc, ModelUnavailable):
@@ -396,6 +467,19 @@ class ModelRegistry:
                 self.xception()  # a local file loads now; a download goes on in the background
             except ModelUnavailable:
                 pass  # logged; requests answer 503 with the reason meanwhile
+
+    def readiness(self):
+        """(ready, reasons not): ready when both digit models are loaded and neither
+        digit queue is full. A full Xception queue sheds its own requests (503) but
+        leaves the server ready: digits and pages are still answered at once."""
+        reasons = [f"the {name} digit model is not loaded" for name in DIGIT_MODELS if name not in self._digits]
+        reasons += [f"the {name} queue is full ({self.admissions[name].in_flight} of {self.admissions[name].limit})"
+                    for name in DIGIT_MODELS if self.admissions[name].full()]
+        return not reasons, reasons
+
+    def queue_state(self):
+        """Each model's requests in flight, limit and requests shed so far, in this process."""
+        return {name: admission.state() for name, admission in self.admissions.items()}
 
     def health(self):
         """The state of each model, without loading anything."""

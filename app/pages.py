@@ -8,7 +8,7 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 from PIL import Image
 
 from .models import DIGIT_MODELS, ModelUnavailable
-from .recognition import digit_from, load_note, registry, xception_top5
+from .recognition import admitted, digit_from, load_note, registry, xception_top5
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
 from .uploads import STORED_NAME, accepts_upload, read_upload, store_upload
 
@@ -34,16 +34,18 @@ def index():
 @accepts_upload
 def predict():
     """Both digit models' answers for an uploaded or drawn digit."""
-    upload = read_upload(draft=DIGIT_DRAFT)
-    digit = digit_from(upload)
-    results, errors = {}, {}
-    for name in DIGIT_MODELS:
-        try:
-            results[name] = [float(p) for p in registry().digit(name)(digit)[0]]
-        except ModelUnavailable as exc:
-            errors[name] = str(exc)
-    if not results:
-        abort(503, description=" ".join(errors.values()))
+    with admitted(*DIGIT_MODELS):
+        upload = read_upload(draft=DIGIT_DRAFT)
+        digit = digit_from(upload)
+        results, errors = {}, {}
+        for name in DIGIT_MODELS:
+            try:
+                results[name] = [float(p) for p in registry().digit(name)(digit)[0]]
+            except ModelUnavailable as exc:
+                errors[name] = str(exc)
+        if not results:
+            abort(503, description=" ".join(errors.values()))
+        upload_name = store_upload(upload)
     best_model = "cnn" if "cnn" in results else "dense"
     probabilities = results[best_model]
     return render_template(
@@ -53,7 +55,7 @@ def predict():
         best_model=best_model,
         results=results,
         errors=errors,
-        upload_name=store_upload(upload),
+        upload_name=upload_name,
         model_input=png_data_url(digit),
     )
 
@@ -64,13 +66,15 @@ def xception():
     """Upload any photo and see Xception's five likeliest ImageNet labels."""
     if request.method == "GET":
         return render_template("xception.html")
-    upload = read_upload(draft=XCEPTION_DRAFT)
-    predictions, load_seconds = xception_top5(upload)
+    with admitted("xception"):
+        upload = read_upload(draft=XCEPTION_DRAFT)
+        predictions, load_seconds = xception_top5(upload)
+        upload_name = store_upload(upload)
     return render_template(
         "xception.html",
         predictions=predictions,
         note=load_note(load_seconds),
-        upload_name=store_upload(upload),
+        upload_name=upload_name,
     )
 
 

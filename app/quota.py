@@ -65,7 +65,9 @@ class UploadFolder:
             return None
         token = uuid.uuid4().hex
         name = f"{token}.{extension}"
-        incoming, final = os.path.join(self.path, INCOMING + token), os.path.join(self.path, name)
+        # The writer's pid in the name: when a worker dies mid-write, the server removes its files.
+        incoming = os.path.join(self.path, f"{INCOMING}{os.getpid()}-{token}")
+        final = os.path.join(self.path, name)
         self._write(incoming, data)  # outside the transaction: the slow part
         try:
             with self._transaction() as ledger:
@@ -77,6 +79,22 @@ class UploadFolder:
                 Path(path).unlink(missing_ok=True)
             raise
         return name
+
+    def remove_incoming(self, pid=None):
+        """Delete files left half-written by process `pid`, which has died, or with no
+        `pid`, by anyone (at start-up, before any worker runs). Returns how many."""
+        prefix = INCOMING if pid is None else f"{INCOMING}{pid}-"
+        removed = 0
+        try:
+            entries = os.scandir(self.path)
+        except FileNotFoundError:
+            return 0
+        with entries:
+            for entry in entries:
+                if entry.name.startswith(prefix):
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def usage(self):
         """(files, bytes) stored, as the ledger counts them."""

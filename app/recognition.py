@@ -1,7 +1,9 @@
 """From an accepted upload to an answer: shared by the pages and the JSON API.
 
-Route -> read_upload -> prepare_image -> model -> JSON or template.
+Route -> admitted -> read_upload -> prepare_image -> model -> JSON or template.
 """
+
+from contextlib import ExitStack, contextmanager
 
 from flask import abort, current_app
 
@@ -12,6 +14,16 @@ from .preprocessing import NoDigitFound, prepare_image, prepare_xception_input
 def registry():
     """The process's ModelRegistry (created by create_app, loads lazily)."""
     return current_app.extensions["models"]
+
+
+@contextmanager
+def admitted(*model_names):
+    """Hold a place in line for each model the request will use, before any decoding.
+    Raises batching.ServerBusy (503 with Retry-After, errors.py) when one is full."""
+    with ExitStack() as places:
+        for name in model_names:
+            places.enter_context(registry().admission(name).admitted())
+        yield
 
 
 def checked_model_name(name):
@@ -47,7 +59,7 @@ def xception_top5(upload):
     try:
         model, load_seconds = registry().xception()
     except ModelUnavailable as exc:
-        abort(503, description=str(exc))
+        abort(503, description=str(exc), retry_after=exc.retry_after)
     probabilities = model(prepare_xception_input(upload.image))[0]
     return top_predictions(probabilities, registry().imagenet_labels()), load_seconds
 

@@ -28,7 +28,7 @@ from flask import Blueprint, abort, jsonify, request
 from werkzeug.routing import BaseConverter
 
 from .models import DIGIT_MODELS, ModelUnavailable
-from .recognition import digit_model, registry
+from .recognition import admitted, digit_model, registry
 
 bp = Blueprint("serving", __name__, url_prefix="/v1/models")
 
@@ -155,12 +155,13 @@ def input_name(model):
 @bp.post("/<model:name>/versions/<int:version>:predict")
 def predict(name, version):
     """TF Serving's predict: row ("instances") or columnar ("inputs") format."""
-    model = served_model(name, version)
-    try:
-        batch, form = batch_from_body(json_body(), input_name(model), model.input_shape)
-    except ValueError as exc:
-        abort(400, description=str(exc))
-    outputs = model(batch)
+    with admitted(registry_name(name, version)):
+        model = served_model(name, version)
+        try:
+            batch, form = batch_from_body(json_body(), input_name(model), model.input_shape)
+        except ValueError as exc:
+            abort(400, description=str(exc))
+        outputs = model(batch)
     if not np.isfinite(outputs).all():  # never NaN in a JSON answer (it isn't JSON)
         abort(400, description="the model's output for these inputs is not a finite number")
     outputs = outputs.tolist()

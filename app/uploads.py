@@ -82,6 +82,8 @@ def accepts_upload(view):
 
 # Reading ---------------------------------------------------------------------------
 
+BUSY_DECODING_RETRY_SECONDS = 2  # a large decode takes ~0.3-1.5 s
+
 
 @dataclass
 class Upload:
@@ -104,6 +106,8 @@ def read_upload(field="file", draft=None):
     try:
         image, image_format = open_untrusted(data, current_app.config["MAX_IMAGE_PIXELS"], draft)
     except ImageRejected as exc:
+        if exc.status == 503:  # busy, not broken: say when to come back
+            abort(503, description=exc.message, retry_after=BUSY_DECODING_RETRY_SECONDS)
         abort(exc.status, description=exc.message)
     return Upload(data=data, image=image, format=image_format)
 

@@ -323,7 +323,7 @@ class Server:
 
     def wait_until_warm(self):
         """Block until every worker has logged that its models are warm."""
-        while not all_workers_warm(self.log):
+        while not all_workers_warm(self.log, int(os.environ.get("WEB_CONCURRENCY", "2"))):
             if self.process.poll() is not None:
                 self.log.seek(0)
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log.read()[-3000:]}")
@@ -502,7 +502,7 @@ def startup_section(results):
 def report(results, args):
     """The results as a markdown document."""
     workers = os.environ.get("WEB_CONCURRENCY", "2")
-    threads = os.environ.get("GUNICORN_THREADS", "4")
+    threads = os.environ.get("GUNICORN_THREADS", "32")
     lines = [
         f"# Benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",

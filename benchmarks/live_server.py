@@ -44,7 +44,7 @@ def live_server(upload_folder, startup_timeout=120, **env):
                 raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log.read()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
-                    if response.status == 200 and all_workers_warm(log):
+                    if response.status == 200 and all_workers_warm(log, int(environment.get("WEB_CONCURRENCY", "2"))):
                         break
             except OSError:
                 pass
@@ -62,10 +62,10 @@ def live_server(upload_folder, startup_timeout=120, **env):
         log.close()
 
 
-def all_workers_warm(log):
-    """True once every worker has logged that its models are warm."""
+def all_workers_warm(log, workers):
+    """True once every one of the `workers` has logged that its models are warm."""
     log.flush()
     log.seek(0)
     warm = log.read().count("models warm")
     log.seek(0, os.SEEK_END)
-    return warm >= int(os.environ.get("WEB_CONCURRENCY", "2"))
+    return warm >= workers

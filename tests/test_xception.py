@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.models import IMAGENET_WEIGHTS_FILE, ModelRegistry, ModelUnavailable, load_imagenet_index, load_xception
+from app.models import IMAGENET_WEIGHTS_FILE, CompiledModel, ModelRegistry, ModelUnavailable, load_imagenet_index, load_xception
 from app.preprocessing import prepare_xception_input
-from helpers import ROOT, encode, post_file
+from helpers import ROOT, batched_while_busy, encode, post_file
 
 pytestmark = pytest.mark.slow
 
@@ -242,3 +242,35 @@ def test_downloaded_weights_are_checked_cached_and_then_serve(
     answer = post_file(imagenet_client, "/api/predict/xception", a_photo(), "photo.jpg")
     assert answer.status_code == 200 and len(answer.json["predictions"]) == 5 and "note" not in answer.json
     assert (keras_home / "models" / IMAGENET_WEIGHTS_FILE).read_bytes() == legacy_random_weights
+
+
+def test_photos_batched_together_get_the_top5_each_would_get_alone(random_xception):
+    """Six different photos queued behind a busy Xception run as one batch, and each gets
+    the answer it gets alone (equal to float32 rounding: another batch, another sum order)."""
+    model = CompiledModel(random_xception[0])
+    rng = np.random.default_rng(7)
+    photos = [prepare_xception_input(Image.fromarray(rng.integers(0, 256, (240 + 10 * i, 320, 3), dtype=np.uint8)))
+              for i in range(6)]
+    outputs, errors, calls = batched_while_busy(model, photos, max_batch=8)
+    assert errors == [None] * 6 and calls == [1, 6]
+    for photo, batched in zip(photos, outputs):
+        alone = model(photo)
+        assert list(np.argsort(batched[0])[::-1][:5]) == list(np.argsort(alone[0])[::-1][:5])
+        np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-6)
+
+
+def test_xceptions_tensorflow_threads_yield_the_cpu_to_digit_requests(app, random_xception):
+    """Once Xception is loaded, every thread Python did not start (TensorFlow's compute
+    pools) runs at nice XCEPTION_NICE, and the Python threads (requests) are untouched."""
+    import os
+    import threading
+
+    from app.models import XCEPTION_NICE
+
+    registry = ModelRegistry(ROOT / "models", xception_weights=str(random_xception[1]))
+    registry.xception()
+    python_threads = {thread.native_id for thread in threading.enumerate()}
+    nice = {int(task): os.getpriority(os.PRIO_PROCESS, int(task)) for task in os.listdir("/proc/self/task")}
+    tensorflow_threads = [tid for tid in nice if tid not in python_threads]
+    assert tensorflow_threads and all(nice[tid] >= XCEPTION_NICE for tid in tensorflow_threads)
+    assert nice[threading.get_native_id()] == os.getpriority(os.PRIO_PROCESS, 0) < XCEPTION_NICE
