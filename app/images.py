@@ -25,10 +25,11 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 # Phone JPEGs with a depth or preview picture open as MPO: still a JPEG on disk.
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: a 12 MP phone photo fits three times over
-# Decodes that need more memory than this (a 16-megapixel RGB picture; never a phone
-# JPEG read at a draft scale) take turns: one at a time in each process.
-LARGE_DECODE = 64 * decode_limits.MEGABYTE
-_large_decode = threading.Lock()
+# All the decodes under way in one process (a gunicorn worker, 32 request threads) need
+# at most this much memory together; one that does not fit now is answered 503 at once.
+# Small decodes (a canvas, a phone JPEG read at a draft scale) are not counted.
+DECODE_BUDGET = 320 * decode_limits.MEGABYTE
+SMALL_DECODE = 8 * decode_limits.MEGABYTE
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # the default; stated because it matters here
 # Pillow warns above MAX_IMAGE_PIXELS and only raises at twice that; make the warning
@@ -178,20 +179,43 @@ def check_memory(image, structure, size):
     return needed
 
 
+class DecodeBudget:
+    """The memory that this process's decodes under way may take together."""
+
+    def __init__(self, total):
+        self.total, self.reserved = total, 0
+        self._lock = threading.Lock()
+
+    def reserve(self, size):
+        """Take `size` bytes of it, or False when they are not free now."""
+        with self._lock:
+            if self.reserved + size > self.total:
+                return False
+            self.reserved += size
+            return True
+
+    def release(self, size):
+        with self._lock:
+            self.reserved -= size
+
+
+decode_budget = DecodeBudget(DECODE_BUDGET)
+
+
 def load(image, needed):
-    """Decode `image`. A large decode (over LARGE_DECODE) waits for no other: while one
-    is under way in this process (a gunicorn worker), the next is answered 503 at once,
-    which keeps a worker's memory bounded and its threads free for other requests."""
-    if needed <= LARGE_DECODE:
+    """Decode `image`, which will need `needed` bytes. A large decode waits for no other:
+    when the budget has no room for it now, it is answered 503 at once, which keeps a
+    worker's memory bounded and its threads free for other requests."""
+    if needed <= SMALL_DECODE:
         image.load()
         return
-    if not _large_decode.acquire(blocking=False):
-        raise ImageRejected("the server is busy decoding another large image; try again in a few seconds",
+    if not decode_budget.reserve(needed):
+        raise ImageRejected("the server is busy decoding other large images; try again in a few seconds",
                             status=503)
     try:
         image.load()
     finally:
-        _large_decode.release()
+        decode_budget.release(needed)
 
 
 def too_many_pixels_message(size, max_pixels):

@@ -410,13 +410,19 @@ def test_the_jpeg_walk_keeps_step_with_pillow():
 
 
 def test_large_decodes_take_turns(client, handwritten):
-    """One large decode at a time per process: the next is told to retry at once (and
-    keeps no thread waiting), while ordinary uploads go on as usual."""
+    """Large decodes share a memory budget per process: one that does not fit now is told
+    to retry at once (and keeps no thread waiting), while ordinary uploads go on as usual."""
     large = hostile_files.png_rgba8_at_the_cap()  # 160 MB once decoded
-    with images._large_decode:  # as if another request were decoding a large image
-        assert_json_error(post_whole_body(client, MNIST_URL, large), 503,
-                          "the server is busy decoding another large image; try again in a few seconds")
+    other = images.DECODE_BUDGET - 100 * 1024 * 1024  # as if other requests were decoding 220 MB
+    assert images.decode_budget.reserve(other)
+    try:
+        response = post_whole_body(client, MNIST_URL, large)
+        assert_json_error(response, 503, "the server is busy decoding other large images; try again in a few seconds")
+        assert int(response.headers["Retry-After"]) >= 1
         assert post_file(client, MNIST_URL, encode(handwritten(7))).json["prediction"] == 7
+    finally:
+        images.decode_budget.release(other)
+    assert images.decode_budget.reserved == 0
     assert_json_error(post_whole_body(client, MNIST_URL, large), 400, "looks blank")
 
 

@@ -302,7 +302,7 @@ def test_eight_of_the_costliest_decodes_at_once_take_turns_and_health_answers(se
     statuses = [status for status, _, _ in answers]
     assert set(statuses) <= {400, 503} and 400 in statuses, answers
     for status, _, body in answers:
-        assert ("looks blank" if status == 400 else "busy decoding another large image") in body["error"]
+        assert ("looks blank" if status == 400 else "busy decoding other large images") in body["error"]
     assert max(probes) < 1.0, probes
     assert stored(folder) == before
 
