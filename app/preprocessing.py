@@ -195,9 +195,9 @@ def ink_map(gray):
     photo = min(ink.shape) > 64
     if photo:
         # Lighting varies slowly: estimate it on a quarter-size copy (16x less work),
-        # with a minimum filter first so that no stroke survives the reduction. (Block
-        # minima and a blocky upscale are faster, but lost page edges: measured.)
-        small = ndimage.minimum_filter(ink, 4)[::4, ::4]
+        # with a minimum filter first so that no stroke survives the reduction. (A
+        # blocky upscale is faster, but lost page edges: measured.)
+        small = sampled_minimum(ink, 4)
         width = min(small.shape) // 4
         smooth = ndimage.uniform_filter(ndimage.grey_opening(small, size=width), width)
         background = resize(smooth, (ink.shape[1], ink.shape[0]), Image.Resampling.BILINEAR)
@@ -217,6 +217,18 @@ def ink_map(gray):
             ink = np.clip((ink - floor) / (1.0 - floor), 0.0, 1.0)
         ink *= ink >= 0.5 / 255  # rounding residue of the background filters: no ink
     return ink
+
+
+def sampled_minimum(array, size):
+    """ndimage.minimum_filter(array, size)[::size, ::size], exactly (tested), in a tenth of
+    the time: each sample's window is a block of the array shifted by size // 2, with
+    the filter's mirrored edges, so strided block minima give it without filtering the
+    pixels that are never sampled (3 ms of a 12 MP photo's 40 ms)."""
+    height, width = array.shape
+    rows, cols = -(-height // size), -(-width // size)
+    half = size // 2
+    padded = np.pad(array, ((half, size * rows - height), (half, size * cols - width)), mode="symmetric")
+    return pool(padded, size, np.minimum)
 
 
 def pool(array, factor, combine):

@@ -250,3 +250,11 @@ def test_large_pictures_are_reduced_before_any_conversion_at_full_size(monkeypat
     whole = upright_flat(big.convert("RGBA") if mode in ("P", "PA", "1") else big, 99_999)
     expected = np.asarray(whole.reduce(5).convert("L"), dtype=np.float32)
     assert np.abs(np.asarray(small.convert("L"), dtype=np.float32) - expected).mean() < 1.0
+
+
+@pytest.mark.parametrize("shape", [(375, 500), (500, 375), (101, 77), (65, 66), (512, 384), (290, 513)])
+def test_the_sampled_minimum_is_exactly_scipys_minimum_filter_sampled(shape):
+    from app.preprocessing import sampled_minimum
+
+    array = np.random.default_rng(sum(shape)).random(shape, dtype=np.float32)
+    assert np.array_equal(sampled_minimum(array, 4), ndimage.minimum_filter(array, 4)[::4, ::4])
