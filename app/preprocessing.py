@@ -189,8 +189,8 @@ def ink_map(gray):
     lighting removed with a grey opening wider than any stroke; small ones just
     lose the median level.
     """
-    blurred = ndimage.uniform_filter(gray, 3)
-    light_background = median(gray) > (blurred.min() + blurred.max()) / 2
+    darkest, brightest = box_mean_extremes(gray)
+    light_background = median(gray) > (darkest + brightest) / 2
     ink = 1.0 - gray if light_background else gray
     photo = min(ink.shape) > 64
     if photo:
@@ -217,6 +217,15 @@ def ink_map(gray):
             ink = np.clip((ink - floor) / (1.0 - floor), 0.0, 1.0)
         ink *= ink >= 0.5 / 255  # rounding residue of the background filters: no ink
     return ink
+
+
+def box_mean_extremes(array):
+    """The least and greatest 3x3 mean (mirrored edges): ndimage.uniform_filter(array, 3)'s
+    extremes, to float rounding, as nine slices added (5x faster; only they are needed)."""
+    padded = np.pad(array, 1, mode="symmetric")
+    rows = padded[:-2] + padded[1:-1] + padded[2:]
+    sums = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    return float(sums.min()) / 9, float(sums.max()) / 9
 
 
 def sampled_minimum(array, size):

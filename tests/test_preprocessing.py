@@ -258,3 +258,12 @@ def test_the_sampled_minimum_is_exactly_scipys_minimum_filter_sampled(shape):
 
     array = np.random.default_rng(sum(shape)).random(shape, dtype=np.float32)
     assert np.array_equal(sampled_minimum(array, 4), ndimage.minimum_filter(array, 4)[::4, ::4])
+
+
+@pytest.mark.parametrize("shape", [(375, 500), (28, 28), (3, 7)])
+def test_the_box_mean_extremes_are_those_of_scipys_uniform_filter(shape):
+    from app.preprocessing import box_mean_extremes
+
+    array = np.random.default_rng(sum(shape)).random(shape, dtype=np.float32)
+    blurred = ndimage.uniform_filter(array, 3)
+    np.testing.assert_allclose(box_mean_extremes(array), (blurred.min(), blurred.max()), rtol=1e-6)
