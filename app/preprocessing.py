@@ -27,6 +27,7 @@ MIN_CONTRAST = 0.08  # ink this faint (on a 0-1 scale) is noise on a blank page
 MIN_INK_TO_NOISE = 8.0  # a digit's strokes stand this many noise deviations above the paper, at least
 MIN_PAPER_LINES = 3  # this many bands of ink across the picture ...
 PAPER_LINE_COVER = 0.3  # ... each inked along this share of it at least (broken lines) ...
+PAPER_LINE_WIDTH = 6  # ... and at most this many pixels thick (sagging a little) ...
 PAPER_LINES_SHARE = 0.8  # ... holding this share of the ink: an empty ruled page
 INK_CORE = 0.25  # part of a stroke, after the ink is scaled to 0-1
 MIN_PART = 0.02  # pieces smaller than this share of the largest are specks
@@ -234,8 +235,8 @@ def photo_ink(gray):
 def refuse_paper_lines(kept, picture_shape):
     """Raise NoDigitFound when what is kept is only the page's own lines: an empty ruled or
     squared page keeps its lines (they are its darkest ink, often broken by noise):
-    several bands across the picture (`picture_shape`: `kept` is cropped to the ink)
-    that hold nearly all the ink, which no digit does."""
+    several thin bands across the picture (`picture_shape`: `kept` is cropped to the
+    ink) that hold nearly all the ink, which no digit does."""
     core = kept > INK_CORE
     in_lines, count = np.zeros_like(core), 0
     for axis in (0, 1):
@@ -244,9 +245,11 @@ def refuse_paper_lines(kept, picture_shape):
             continue  # the ink spans too little of the picture for any line across it
         # Lines sag a little: count the ink of each band of three rows (or columns).
         band = ndimage.maximum_filter1d(core, 3, axis=axis)
-        lines, found = ndimage.label(band.sum(axis=across) / picture_shape[across] >= PAPER_LINE_COVER)
-        count += found
-        in_lines |= np.expand_dims(lines > 0, across) & core
+        lines, _ = ndimage.label(band.sum(axis=across) / picture_shape[across] >= PAPER_LINE_COVER)
+        thin = [index for index, (box,) in enumerate(ndimage.find_objects(lines), start=1)
+                if box.stop - box.start <= PAPER_LINE_WIDTH]  # a digit's strokes are thicker
+        count += len(thin)
+        in_lines |= np.expand_dims(np.isin(lines, thin), across) & core
     if count >= MIN_PAPER_LINES and in_lines.sum() >= PAPER_LINES_SHARE * core.sum():
         raise NoDigitFound("no digit found: only the lines of the paper")
 
