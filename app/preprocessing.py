@@ -5,6 +5,8 @@ that fills a tenth of a phone picture reaches the model the way MNIST digits do:
 light ink on black, cropped to the ink, fitted into 20x20, centred by mass in 28x28.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -29,6 +31,8 @@ MIN_PAPER_LINES = 3  # this many bands of ink across the picture ...
 PAPER_LINE_COVER = 0.3  # ... each inked along this share of it at least (broken lines) ...
 PAPER_LINE_WIDTH = 6  # ... and at most this many pixels thick (sagging a little) ...
 PAPER_LINES_SHARE = 0.8  # ... holding this share of the ink: an empty ruled page
+SIDE_BY_SIDE_HEIGHT = 0.6  # pieces of ink this share of the tallest's height, or taller, ...
+SIDE_BY_SIDE_GAP = 0.1  # ... apart by this share of it: several digits side by side
 INK_CORE = 0.25  # part of a stroke, after the ink is scaled to 0-1
 MIN_PART = 0.02  # pieces smaller than this share of the largest are specks
 LINE_SPAN = 0.6  # a straight run across this share of a picture may be a ruled line ...
@@ -480,20 +484,58 @@ def centre_by_mass(box):
     return out
 
 
+@dataclass
+class PreparedDigit:
+    digit: np.ndarray  # float32 (28, 28) in [0, 1], MNIST-style
+    side_by_side: int  # how many digit-sized pieces of ink stand side by side (1: one digit)
+
+
 def prepare_image(image):
     """A decoded PIL image of one digit -> float32 (28, 28) in [0, 1], MNIST-style.
 
     Raises NoDigitFound when the picture is too small or holds no ink.
     """
+    return prepare_digit(image).digit
+
+
+def prepare_digit(image):
+    """A decoded PIL image of one digit -> PreparedDigit: the model input, and whether
+    the picture seems to hold several digits side by side (a number).
+
+    Raises NoDigitFound when the picture is too small, holds no ink, or nothing in it
+    stands out from the paper.
+    """
     gray = grayscale(image)
     ink = drawing_ink(gray)
     if ink is not None:
-        return centre_by_mass(fit_box(keep_digit(ink, paper=False)))
-    ink, noise = photo_ink(gray.astype(np.float32) / 255.0)
-    kept = keep_digit(ink)
-    refuse_faint_ink(kept, noise)
-    refuse_paper_lines(kept, gray.shape)
-    return centre_by_mass(fit_box(kept))
+        kept = keep_digit(ink, paper=False)
+    else:
+        ink, noise = photo_ink(gray.astype(np.float32) / 255.0)
+        kept = keep_digit(ink)
+        refuse_faint_ink(kept, noise)
+        refuse_paper_lines(kept, gray.shape)
+    return PreparedDigit(centre_by_mass(fit_box(kept)), side_by_side_pieces(kept))
+
+
+def side_by_side_pieces(kept):
+    """How many pieces of ink, each about as tall as the tallest, stand side by side with
+    clear gaps between them: 2 or more for a number, 1 for a digit. Pieces that overlap
+    across (a 5's bar over its body, a broken stroke) count as one."""
+    core = kept > INK_CORE
+    labels, count = ndimage.label(core, structure=np.ones((3, 3)))
+    if count < 2:
+        return 1
+    boxes = ndimage.find_objects(labels)
+    tallest = max(rows.stop - rows.start for rows, _ in boxes)
+    spans = sorted((cols.start, cols.stop) for rows, cols in boxes
+                   if rows.stop - rows.start >= SIDE_BY_SIDE_HEIGHT * tallest)
+    gap = SIDE_BY_SIDE_GAP * tallest
+    pieces, right = 0, -np.inf
+    for left, stop in spans:
+        if left >= right + gap:
+            pieces += 1
+        right = max(right, stop)
+    return pieces
 
 
 def prepare_xception_input(image):
