@@ -183,7 +183,7 @@ def upload_preview(name):
     if not STORED_NAME.fullmatch(name):
         abort(404)
     try:
-        with Image.open(f"{current_app.config['UPLOAD_FOLDER']}/{name}") as image:
+        with Image.open(Path(current_app.config["UPLOAD_FOLDER"]) / name) as image:
             image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.LANCZOS)
             buffer = io.BytesIO()
             as_jpeg = image.format == "JPEG"
