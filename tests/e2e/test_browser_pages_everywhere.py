@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from PIL import Image
 from playwright.sync_api import expect
+
+from app.samples import STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes, photograph
 
 from .strokes import SEVEN, canvas_is_blank, draw_with_mouse
 
@@ -34,6 +37,27 @@ def drawing_result(page, problems):
     draw_with_mouse(page, page.get_by_test_id("draw-canvas"), SEVEN)
     page.get_by_test_id("draw-submit").click()
     page.wait_for_url("**/digits/*")
+
+
+def several_digits_result(page, problems):
+    """A photo of 1 2 3 written side by side: the page points to the number reader."""
+    page.goto("/")
+    page.get_by_test_id("upload-input").set_input_files(
+        {"name": "number.jpg", "mimeType": "image/jpeg", "buffer": number_photo()})
+    page.get_by_test_id("upload-submit").click()
+    page.wait_for_url("**/digits/*")
+    page.get_by_test_id("several-digits").wait_for()
+
+
+def number_photo():
+    strokes = [STRAIGHT_DIGITS[name][1] for name in ("vertical 1", "7", "open 4")]
+    drawings = [draw_on_canvas(digit, 0.8) for digit in strokes]
+    row = Image.new("RGB", (280 * len(drawings), 280), "white")
+    for index, drawing in enumerate(drawings):
+        row.paste(drawing, (280 * index, 0))
+    page = Image.new("RGB", (900, 600), "white")
+    page.paste(row, (30, 160))
+    return jpeg_bytes(photograph(page, (640, 480), "plain", 0.9, seed=2))
 
 
 def upload_error(page, problems):
@@ -66,8 +90,8 @@ def models(page, problems):
     page.goto("/models", wait_until="networkidle")
 
 
-PAGES = [home, digit_result, drawing_result, upload_error, expired_result, xception, xception_without_weights,
-         models]
+PAGES = [home, digit_result, drawing_result, several_digits_result, upload_error, expired_result, xception,
+         xception_without_weights, models]
 
 
 @pytest.mark.parametrize("open_page", PAGES, ids=lambda open_page: open_page.__name__)
