@@ -4,7 +4,8 @@ from pathlib import Path
 
 from flask import Blueprint, jsonify, request
 
-from .recognition import admitted, checked_model_name, digit_from, digit_probabilities, load_note, registry, xception_top5
+from .recognition import (admitted, checked_model_name, digit_from, digit_probabilities, is_uncertain, load_note,
+                          registry, xception_top5)
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
 from .uploads import accepts_upload, read_upload, store_upload
 
@@ -24,6 +25,7 @@ def predict_mnist():
         model=model_name,
         prediction=int(probabilities.argmax()),
         confidence=float(probabilities.max()),
+        uncertain=is_uncertain({model_name: probabilities}, model_name),
         probabilities=[float(p) for p in probabilities],
         upload=stored,
     )

@@ -30,6 +30,7 @@ from pathlib import Path
 # Generated names: uuid4 hex + extension. Always use fullmatch ("x.png\n" matches a `$`).
 # gif, bmp, webp and tif are only found in folders from before uploads were re-encoded.
 STORED_NAME = re.compile(r"[0-9a-f]{32}\.(png|jpg|gif|bmp|webp|tif)")
+ANSWER_SUFFIX = ".json"  # an upload's answer, kept beside it (x.png -> x.png.json), counted with it
 LEDGER = ".ledger.sqlite3"  # with SQLite's -wal and -shm files, and our .lock, next to it
 INCOMING = ".incoming-"  # files being written, before they count
 STALE_INCOMING_SECONDS = 3600  # a request takes seconds at most: older ones were left by a crash
@@ -57,26 +58,34 @@ class UploadFolder:
         self._ledgers = {}  # pid -> (connection, lock file descriptor): never used after a fork
         weakref.finalize(self, close_own, self._ledgers)
 
-    def store(self, data, extension, max_files, max_bytes):
-        """Write `data` under a new generated name, first deleting the oldest uploads
-        until both caps hold with it. Returns the name, or None when it cannot fit even
-        in an empty folder (`max_files` 0 turns storing off)."""
-        if max_files < 1 or len(data) > max_bytes:
+    def store(self, data, extension, max_files, max_bytes, answer=b""):
+        """Write `data` under a new generated name, and `answer` (the bytes of what the
+        server answered about it, if any) beside it, first deleting the oldest uploads
+        until both caps hold with them. Returns the name, or None when they cannot fit
+        even in an empty folder (`max_files` 0 turns storing off)."""
+        size = len(data) + len(answer)
+        if max_files < 1 or size > max_bytes:
             return None
         token = uuid.uuid4().hex
         name = f"{token}.{extension}"
-        # The writer's pid in the name: when a worker dies mid-write, the server removes its files.
+        # The writer's pid in the names: when a worker dies mid-write, the server removes its files.
         incoming = os.path.join(self.path, f"{INCOMING}{os.getpid()}-{token}")
         final = os.path.join(self.path, name)
-        self._write(incoming, data)  # outside the transaction: the slow part
+        moves = [(incoming, final)]
+        if answer:  # moved in first: whoever finds the upload finds its answer
+            moves.insert(0, (incoming + ANSWER_SUFFIX, final + ANSWER_SUFFIX))
+        for (written, _), content in zip(moves, [answer, data] if answer else [data]):
+            self._write(written, content)  # outside the transaction: the slow part
         try:
             with self._transaction() as ledger:
-                self._make_room(ledger, len(data), max_files, max_bytes)
-                ledger.execute("INSERT INTO uploads (name, size) VALUES (?, ?)", (name, len(data)))
-                os.replace(incoming, final)
+                self._make_room(ledger, size, max_files, max_bytes)
+                ledger.execute("INSERT INTO uploads (name, size) VALUES (?, ?)", (name, size))
+                for written, moved in moves:
+                    os.replace(written, moved)
         except BaseException:
-            for path in (incoming, final):  # `final` too: moved in, then the commit failed
-                Path(path).unlink(missing_ok=True)
+            for pair in moves:  # the final names too: moved in, then the commit failed
+                for path in pair:
+                    Path(path).unlink(missing_ok=True)
             raise
         return name
 
@@ -95,6 +104,15 @@ class UploadFolder:
                     Path(entry.path).unlink(missing_ok=True)
                     removed += 1
         return removed
+
+    def answer(self, name):
+        """The answer stored beside the upload `name`, as bytes; None when there is none
+        (never stored with one, or deleted to make room). `name` must be a STORED_NAME."""
+        try:
+            with open(os.path.join(self.path, name + ANSWER_SUFFIX), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
 
     def usage(self):
         """(files, bytes) stored, as the ledger counts them."""
@@ -126,10 +144,11 @@ class UploadFolder:
         oldest.close()
         ledger.executemany("DELETE FROM uploads WHERE id = ?", [(row_id,) for row_id, _ in victims])
         for _, name in victims:
-            try:
-                os.unlink(os.path.join(self.path, name))
-            except FileNotFoundError:  # deleted by hand, or by a worker that crashed before its commit
-                pass
+            for path in (name, name + ANSWER_SUFFIX):
+                try:
+                    os.unlink(os.path.join(self.path, path))
+                except FileNotFoundError:  # deleted by hand, a crash before its commit, or no answer
+                    pass
 
     @contextmanager
     def _transaction(self):
@@ -182,7 +201,7 @@ class UploadFolder:
     def _reconcile(self, ledger):
         """Make the ledger list exactly the stored files in the folder; delete stale incoming files."""
         listed = {name for (name,) in ledger.execute("SELECT name FROM uploads")}
-        found = {}
+        found, answers = {}, {}
         for entry in os.scandir(self.path):
             try:
                 stat = entry.stat()
@@ -190,8 +209,15 @@ class UploadFolder:
                 continue
             if STORED_NAME.fullmatch(entry.name):
                 found[entry.name] = (stat.st_mtime_ns, stat.st_size)
+            elif entry.name.endswith(ANSWER_SUFFIX) and STORED_NAME.fullmatch(entry.name[:-len(ANSWER_SUFFIX)]):
+                answers[entry.name[:-len(ANSWER_SUFFIX)]] = (entry.path, stat.st_size)
             elif entry.name.startswith(INCOMING) and time.time() - stat.st_mtime > STALE_INCOMING_SECONDS:
                 Path(entry.path).unlink(missing_ok=True)
+        for name, (path, size) in answers.items():
+            if name in found:  # an answer counts with its upload; without one, it is a leftover
+                found[name] = (found[name][0], found[name][1] + size)
+            else:
+                Path(path).unlink(missing_ok=True)
         ledger.executemany("DELETE FROM uploads WHERE name = ?", [(name,) for name in listed - found.keys()])
         unlisted = sorted((found[name][0], name) for name in found.keys() - listed)  # oldest first
         ledger.executemany("INSERT INTO uploads (name, size) VALUES (?, ?)",

@@ -8,7 +8,12 @@ from contextlib import ExitStack, contextmanager
 from flask import abort, current_app
 
 from .models import DIGIT_MODELS, ModelUnavailable, top_predictions
-from .preprocessing import NoDigitFound, prepare_image, prepare_xception_input
+from .preprocessing import NoDigitFound, prepare_digit, prepare_image, prepare_xception_input
+
+# The uncertainty rule (shown on the models page, documented in the README): an answer is
+# "not sure" when the headline model's top probability is under this, or when the models
+# that answered disagree. The API runs one model, so there only the first half applies.
+UNSURE_BELOW = 0.8
 
 
 def registry():
@@ -39,6 +44,21 @@ def digit_from(upload):
         return prepare_image(upload.image)
     except NoDigitFound as exc:
         abort(400, description=str(exc))
+
+
+def prepared_digit_from(upload):
+    """The PreparedDigit (model input, and how many digits stand side by side); 400 when there is none."""
+    try:
+        return prepare_digit(upload.image)
+    except NoDigitFound as exc:
+        abort(400, description=str(exc))
+
+
+def is_uncertain(probabilities_by_model, headline):
+    """The uncertainty rule: the `headline` model's top probability under UNSURE_BELOW,
+    or the models' answers (the argmax of each one's probabilities) not all the same."""
+    answers = {int(max(range(10), key=lambda d: p[d])) for p in probabilities_by_model.values()}
+    return bool(max(probabilities_by_model[headline]) < UNSURE_BELOW or len(answers) > 1)
 
 
 def digit_model(model_name):

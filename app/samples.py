@@ -14,6 +14,7 @@ import io
 
 import numpy as np
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 CANVAS_SIZE = 280  # the home page's canvas, in canvas pixels
 PEN_WIDTH = 18  # draw.js's lineWidth
@@ -124,3 +125,92 @@ def multipart(data, filename="digit.png", **fields):
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
                  "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+# Pictures with no digit ------------------------------------------------------------
+
+# What a phone sees when there is nothing written: each must be answered "no digit found".
+BLANK_KINDS = ("paper", "shadow", "fold", "gradient", "jpeg noise", "ruled paper", "texture", "chalkboard")
+
+
+def smooth_noise(rng, width, height, cell):
+    """Low-frequency noise of about unit size: a coarse random grid, smoothly enlarged."""
+    small = rng.normal(size=(max(2, height // cell), max(2, width // cell))).astype(np.float32)
+    return np.asarray(Image.fromarray(small, "F").resize((width, height), Image.Resampling.BICUBIC)) / 2
+
+
+def blank_photo(kind, size=(640, 480), seed=0):
+    """A photo of something with no writing on it, as `photograph` would take it: an RGB image.
+
+    `kind` is one of BLANK_KINDS: plain paper (grain, uneven light), paper with a soft
+    shadow from one edge (a hand or the phone), a folded sheet (a crease across it),
+    a steep lighting gradient, paper saved as a poor JPEG, an empty ruled or squared
+    page, a scene-like texture (wood, fabric, concrete) or an empty chalkboard.
+    """
+    if kind not in BLANK_KINDS:
+        raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(BLANK_KINDS)}")
+    rng = np.random.default_rng(seed)
+    width, height = size
+    short = min(width, height)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    grain = ndimage.gaussian_filter(rng.normal(size=(height, width)).astype(np.float32), max(0.8, short / 500))
+    grain = grain / (grain.std() or 1)
+    paper = np.array([(246, 244, 238), (240, 236, 222), (232, 232, 230), (250, 250, 247)][rng.integers(4)],
+                     np.float32) + rng.uniform(-6, 4, 3)
+    photo = paper + (4 * smooth_noise(rng, width, height, 40) + 1.5 * grain)[..., None]
+    angle = rng.uniform(0, 2 * np.pi)
+    light = 1 + rng.uniform(0, 0.15) * ((x / width - 0.5) * np.cos(angle) + (y / height - 0.5) * np.sin(angle))
+    light *= 1 - rng.uniform(0, 0.2) * ((x / width - 0.5) ** 2 + (y / height - 0.5) ** 2) / 0.5
+    if kind == "shadow":  # a soft shadow over one side
+        distance = [x, width - 1 - x, y, height - 1 - y][rng.integers(4)] / short
+        light *= 1 - rng.uniform(0.2, 0.45) / (1 + np.exp((distance - rng.uniform(0.1, 0.45)) / rng.uniform(0.02, 0.08)))
+    elif kind == "fold":  # a crease: one side a little darker, a bright and a dark ridge along it
+        slope, across = rng.uniform(-0.4, 0.4), rng.uniform(0.3, 0.7)
+        vertical = rng.random() < 0.5
+        offset = (x - across * width - slope * (y - height / 2)) if vertical else (y - across * height - slope * (x - width / 2))
+        offset = offset / short
+        light *= 1 - rng.uniform(0.03, 0.12) * (offset > 0) * (1 - np.exp(-np.abs(offset) * 20))
+        light *= 1 + rng.uniform(0.03, 0.08) * np.exp(-((offset + 0.006) / 0.004) ** 2)
+        light *= 1 - rng.uniform(0.04, 0.12) * np.exp(-((offset - 0.004) / 0.004) ** 2)
+    elif kind == "gradient":  # a lamp close by: bright in one corner, dim in the opposite one
+        light *= 1 - rng.uniform(0.3, 0.55) * ((x / width) * np.cos(angle) ** 2 + (y / height) * np.sin(angle) ** 2)
+    elif kind == "ruled paper":
+        spacing = rng.uniform(0.07, 0.12) * height
+        line = np.clip(1.4 - np.abs(y % spacing - spacing / 2) * 800 / height, 0, 1)
+        if rng.random() < 0.4:
+            line = np.maximum(line, np.clip(1.4 - np.abs(x % spacing - spacing / 2) * 800 / height, 0, 1))
+        photo = photo * (1 - 0.6 * line[..., None]) + np.array((110, 140, 200), np.float32) * 0.6 * line[..., None]
+    elif kind == "texture":
+        photo = scene_texture(rng, x, y, short)
+    elif kind == "chalkboard":
+        board = np.array([(40, 66, 52), (30, 31, 34), (34, 52, 46)][rng.integers(3)], np.float32)
+        smudge = np.clip(smooth_noise(rng, width, height, 30), 0, None) * rng.uniform(10, 25)
+        photo = board + (6 * smooth_noise(rng, width, height, 60) + smudge + 2 * grain)[..., None]
+    photo = photo * light[..., None]
+    if rng.random() < 0.35:  # slight defocus
+        photo = ndimage.gaussian_filter(photo, (rng.uniform(0.4, 1.3) * short / 500,) * 2 + (0,))
+    photo = photo + rng.normal(0, rng.uniform(1.5, 5), photo.shape)  # sensor noise
+    image = Image.fromarray(photo.clip(0, 255).astype(np.uint8), "RGB")
+    if kind == "jpeg noise":
+        image = Image.open(io.BytesIO(jpeg_bytes(image, quality=int(rng.integers(15, 45)))))
+        image.load()
+    return image
+
+
+def scene_texture(rng, x, y, short):
+    """Wood grain, woven fabric or concrete: the colours and patterns behind a sheet of paper."""
+    height, width = x.shape
+    choice = rng.integers(3)
+    if choice == 0:  # wood: warped stripes along the board
+        warp = 25 * smooth_noise(rng, width, height, 80)
+        rings = np.sin((y + warp + 0.05 * x) / rng.uniform(4, 12) * short / 480)
+        tone = np.array((150, 105, 65), np.float32) + rng.uniform(-25, 25, 3)
+        return tone * (1 + 0.12 * rings + 0.05 * smooth_noise(rng, width, height, 20))[..., None]
+    if choice == 1:  # fabric: a fine weave under a slow tone change
+        period = rng.uniform(3, 6) * short / 480
+        weave = np.sin(x / period) * np.sin(y / period)
+        tone = rng.uniform(60, 200, 3).astype(np.float32)
+        return tone * (1 + 0.08 * weave + 0.1 * smooth_noise(rng, width, height, 50))[..., None]
+    grain = sum(smooth_noise(rng, width, height, cell) / (i + 1) for i, cell in enumerate((60, 15, 4)))
+    tone = np.array((150, 150, 145), np.float32) + rng.uniform(-30, 30)
+    return tone * (1 + 0.1 * grain)[..., None]

@@ -9,6 +9,7 @@ metadata (EXIF, GPS, ICC, comments), nothing appended, under a generated name
 
 import functools
 import io
+import json
 import math
 import struct
 from dataclasses import dataclass
@@ -213,18 +214,30 @@ def reduced(image, max_side):
     return image.reduce(factor)
 
 
-def store_upload(upload):
-    """Keep a clean copy of an accepted upload; returns its generated name, or None
-    when the caps leave no room for it at all (UPLOAD_MAX_FILES = 0: storing is off)."""
+def store_upload(upload, answer=None):
+    """Keep a clean copy of an accepted upload, and `answer` (what the server answered
+    about it: JSON-able, for its result page) beside it; returns its generated name, or
+    None when the caps leave no room for it at all (UPLOAD_MAX_FILES = 0: storing is off)."""
     config = current_app.config
     if config["UPLOAD_MAX_FILES"] < 1:
         return None
     data, extension = clean_copy(upload, config["UPLOAD_STORED_MAX_SIDE"])
-    name = upload_folder().store(data, extension, config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"])
+    answer_bytes = json.dumps(answer, separators=(",", ":")).encode() if answer is not None else b""
+    name = upload_folder().store(data, extension, config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"],
+                                 answer=answer_bytes)
     if name is None:
         current_app.logger.info("upload not kept: %d bytes, caps %d files, %d bytes",
                                 len(data), config["UPLOAD_MAX_FILES"], config["UPLOAD_MAX_BYTES"])
     return name
+
+
+def stored_answer(name):
+    """The answer kept with the stored upload `name`; None when there is none (an unknown
+    or malformed name, an upload kept without one, or one deleted to make room)."""
+    if not STORED_NAME.fullmatch(name):
+        return None
+    data = upload_folder().answer(name)
+    return json.loads(data) if data is not None else None
 
 
 def upload_folder():

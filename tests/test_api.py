@@ -26,8 +26,9 @@ def test_predict_mnist_answers_with_the_contract(client, uploads, mnist_sample, 
     response = post_file(client, f"/api/predict/mnist?model={model}", encode(image))
     assert response.status_code == 200
     body = response.json
-    assert set(body) == {"model", "prediction", "confidence", "probabilities", "upload"}
+    assert set(body) == {"model", "prediction", "confidence", "probabilities", "uncertain", "upload"}
     assert body["model"] == model and body["prediction"] == label
+    assert body["uncertain"] is False  # a confident digit (README: the rule)
     assert len(body["probabilities"]) == 10
     assert sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-5)
     assert body["confidence"] == max(body["probabilities"])

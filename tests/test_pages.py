@@ -75,11 +75,11 @@ def test_only_known_plots_are_served(client, path):
 ])
 def test_a_photo_upload_shows_the_digit_both_models_and_what_they_saw(client, uploads, photo, digit):
     response = post_file(client, "/predict", (FIXTURES / "photos" / photo).read_bytes(), photo)
-    assert response.status_code == 200
-    page = response.data.decode()
+    assert response.status_code == 303 and response.headers["Location"] == f"/digits/{uploads()[0]}"
+    page = client.get(response.headers["Location"]).data.decode()
     assert re.search(r'data-testid="prediction">(\d)<', page).group(1) == str(digit)
     assert page.count("<meter") == 20  # ten bars for each of the two models
-    assert f'src="/uploads/{uploads()[0]}"' in page
+    assert f'src="/uploads/{uploads()[0]}/preview"' in page
     assert 'src="data:image/png;base64,' in page  # the 28x28 input itself
 
 

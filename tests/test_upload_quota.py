@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from app.quota import INCOMING, LEDGER, STORED_NAME, UploadFolder
+from app.quota import ANSWER_SUFFIX, INCOMING, LEDGER, STORED_NAME, UploadFolder
 from helpers import encode, folder_files, post_file
 from benchmarks.live_server import live_server
 
@@ -24,9 +24,12 @@ def stored(folder):
 
 
 def disk_usage(folder):
-    """(files, bytes) of the stored uploads in `folder`, as the disk has them."""
+    """(files, bytes) of the stored uploads in `folder`, as the disk has them (an upload's
+    answer, kept beside it, counts with it)."""
     names = stored(folder)
-    return len(names), sum((Path(folder) / name).stat().st_size for name in names)
+    sizes = [(Path(folder) / path).stat().st_size for name in names for path in (name, name + ANSWER_SUFFIX)
+             if (Path(folder) / path).exists()]
+    return len(names), sum(sizes)
 
 
 @pytest.fixture

@@ -78,10 +78,12 @@ def test_the_first_request_says_when_it_waited_for_the_weights(xception_client):
     assert "note" not in second
 
 
-def test_xception_page_shows_the_top5(xception_client):
+def test_xception_page_shows_the_top5_at_the_photos_own_address(xception_client):
     response = xception_client.post("/xception", data={"file": (io.BytesIO(a_photo()), "p.jpg")})
-    assert response.status_code == 200
-    assert response.data.count(b"<meter") == 5
+    assert response.status_code == 303 and response.headers["Location"].startswith("/xception/")
+    page, again = xception_client.get(response.headers["Location"]), xception_client.get(response.headers["Location"])
+    assert page.status_code == 200 and page.data.count(b"<meter") == 5
+    assert page.data == again.data  # the kept answer: Xception does not run again
 
 
 def test_the_class_index_ships_all_1000_imagenet_classes():

@@ -1,5 +1,5 @@
 // The drawing canvas: pointer events cover mouse, touch and pen alike.
-// "Predict" turns the drawing into a PNG, puts it in the form's file field and
+// "Recognise" turns the drawing into a PNG, puts it in the form's file field and
 // submits the same form an upload uses, so the server sees an ordinary image.
 (function () {
   "use strict";
@@ -62,9 +62,11 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     if (!hasInk) {
-      message.textContent = "The canvas is empty: draw a digit first, then press Predict.";
+      message.textContent = "The canvas is empty: draw a digit first, then press Recognise.";
       return;
     }
+    window.digitsForms.markBusy(form);  // forms.js: a second press is ignored from here on
+    try { sessionStorage.setItem("digits-drawing", canvas.toDataURL("image/png")); } catch (error) { /* full or off */ }
     canvas.toBlob(function (blob) {
       const files = new DataTransfer();
       files.items.add(new File([blob], "drawing.png", { type: "image/png" }));
@@ -73,5 +75,17 @@
     }, "image/png");
   });
 
+  // Back from the result page: the browser may have kept the page (back-forward cache),
+  // drawing included; otherwise the drawing kept in this tab's session comes back.
   clear();
+  const navigation = performance.getEntriesByType("navigation")[0];
+  const saved = sessionStorage.getItem("digits-drawing");
+  if (saved && navigation && navigation.type === "back_forward") {
+    const picture = new Image();
+    picture.onload = function () { context.drawImage(picture, 0, 0); hasInk = true; };
+    picture.src = saved;
+  }
+  document.getElementById("draw-clear").addEventListener("click", function () {
+    sessionStorage.removeItem("digits-drawing");
+  });
 })();

@@ -20,7 +20,7 @@ def test_a_result_page_loads_without_errors(page, problems):
     page.goto("/")
     page.get_by_test_id("upload-input").set_input_files(PHOTO)
     page.get_by_test_id("upload-submit").click()
-    page.wait_for_url("**/predict")
+    page.wait_for_url("**/digits/*")
     page.wait_for_load_state("networkidle")
 
     expect(page.get_by_test_id("prediction")).to_be_visible()

@@ -62,7 +62,7 @@ def test_predicting_a_cleared_canvas_asks_for_a_drawing_and_stays_on_the_page(pa
 def test_the_page_shows_one_file_picker_the_drawing_keeps_its_own_out_of_sight(page):
     page.goto("/")
 
-    expect(page.locator("input[type=file]")).to_have_count(2)
+    expect(page.locator("input[type=file]")).to_have_count(3)  # upload, the phones' camera shortcut, drawing
     expect(page.locator("input[type=file]:visible")).to_have_count(1)
     expect(page.get_by_test_id("upload-input")).to_be_visible()
 
