@@ -274,5 +274,6 @@ def test_xceptions_tensorflow_threads_yield_the_cpu_to_digit_requests(app, rando
     python_threads = {thread.native_id for thread in threading.enumerate()}
     nice = {int(task): os.getpriority(os.PRIO_PROCESS, int(task)) for task in os.listdir("/proc/self/task")}
     tensorflow_threads = [tid for tid in nice if tid not in python_threads]
-    assert tensorflow_threads and all(nice[tid] >= XCEPTION_NICE for tid in tensorflow_threads)
-    assert nice[threading.get_native_id()] == os.getpriority(os.PRIO_PROCESS, 0) < XCEPTION_NICE
+    own = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's: pytest may itself run under nice
+    assert tensorflow_threads and all(nice[tid] >= max(XCEPTION_NICE, own) for tid in tensorflow_threads)
+    assert all(nice[tid] == own for tid in python_threads if tid in nice)
