@@ -81,6 +81,43 @@ def test_a_failed_batch_fails_its_own_callers_only_and_the_next_batch_runs():
     assert batcher(np.ones((1, 3))).tolist() == [[3.0, 3.0, 3.0]]  # and the model still runs
 
 
+def test_a_model_answering_the_wrong_number_of_rows_fails_the_batch_instead_of_mixing_answers():
+    # One row back for a batch of three: slicing it would give the second and third
+    # callers empty (or, worse, someone else's) rows.
+    def first_row_only(batch):
+        return (batch * 2 + 1)[:1]
+
+    first_row_only.input_shape = (3,)
+    inputs = [np.full((1, 3), float(i)) for i in range(3)]
+    outputs, errors, calls = batched_while_busy(first_row_only, inputs)
+    assert calls == [1, 3]
+    assert outputs == [None] * 3
+    assert [str(e) for e in errors] == ["the model answered 1 rows for a batch of 3"] * 3
+
+
+def test_the_lead_passes_on_even_when_handing_out_the_answers_fails():
+    # A 0-d answer cannot be sliced per caller; before, that left the batcher "running"
+    # with nobody leading, and every later caller (and its place in line) waited forever.
+    def unsliceable_when_batched(batch):
+        return np.float32(0) if len(batch) > 1 else batch * 2 + 1
+
+    unsliceable_when_batched.input_shape = (3,)
+    model = RecordingModel(hold_first=True, function=unsliceable_when_batched)
+    batcher = DynamicBatcher(model, max_batch=8)
+    first, _, _ = call_from_threads(batcher, [np.zeros((1, 3))])
+    model.started.wait(5)
+    threads, outputs, errors = call_from_threads(batcher, [np.ones((1, 3)), np.ones((1, 3))])
+    queued(batcher, 2)
+    model.release.set()
+    for thread in first + threads:
+        thread.join(10)
+    later, later_outputs, later_errors = call_from_threads(batcher, [np.full((1, 3), 4.0)])
+    later[0].join(10)
+    assert not any(thread.is_alive() for thread in first + threads + later)
+    assert all(isinstance(error, TypeError) for error in errors)
+    assert later_errors == [None] and later_outputs[0].tolist() == [[9.0, 9.0, 9.0]]
+
+
 def test_a_batch_waits_a_moment_for_a_request_still_on_its_way_but_no_longer():
     admission = Admission("m", 4, 0.01)
     model = RecordingModel()
