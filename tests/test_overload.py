@@ -7,6 +7,7 @@ import fcntl
 import http.client
 import json
 import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -257,11 +258,13 @@ def test_half_written_uploads_of_a_dead_process_are_removed_and_no_others(app):
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
     """One worker with two request threads, a CNN line of one, and a half-written upload
-    left behind by an earlier run."""
+    left behind by an earlier run; never recycled (a flood of probes would reach
+    max_requests, and the worker's restart is not what these tests look at)."""
     folder = tmp_path_factory.mktemp("overload") / "uploads"
     folder.mkdir()
     (folder / ".incoming-4242-0123456789abcdef").write_bytes(b"half an upload")
-    with live_server(folder, WEB_CONCURRENCY=1, GUNICORN_THREADS=2, CNN_QUEUE_LIMIT=1) as base_url:
+    with live_server(folder, WEB_CONCURRENCY=1, GUNICORN_THREADS=2, CNN_QUEUE_LIMIT=1,
+                     GUNICORN_CMD_ARGS="--max-requests 0") as base_url:
         yield base_url, folder
 
 
@@ -348,3 +351,36 @@ def test_a_full_line_answers_503_busy_at_once_with_retry_after(small_server):
 def test_uploads_left_half_written_by_an_earlier_run_are_removed_at_start_up(small_server):
     _, folder = small_server
     assert not list(folder.glob(".incoming-*"))
+
+
+@pytest.mark.slow
+def test_clients_that_pipeline_probes_and_never_read_the_answers_cannot_hold_the_probe_threads(small_server):
+    # Each of these clients sends /health after /health and reads nothing: soon the
+    # server can send it no more answers. The probe threads (two) must not be stuck
+    # sending to them: meanwhile, a probe on a fresh connection is answered at once.
+    base_url, _ = small_server
+    host, port = base_url.removeprefix("http://").split(":")
+    probes = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+    deaf_clients = [socket.create_connection((host, int(port))) for _ in range(3)]
+
+    def send_and_never_read(deaf):
+        try:
+            while True:
+                deaf.sendall(probes)
+        except OSError:  # closed by the test, or by the server
+            pass
+
+    senders = [threading.Thread(target=send_and_never_read, args=(deaf,), daemon=True) for deaf in deaf_clients]
+    for sender in senders:
+        sender.start()
+    answers = []
+    try:
+        deadline = time.monotonic() + 40  # the server's send buffers fill within seconds
+        while time.monotonic() < deadline:
+            answers.append(request(base_url, "GET", "/health"))
+            time.sleep(0.25)
+    finally:
+        for deaf in deaf_clients:
+            deaf.close()
+    slowest = max(seconds for _, _, _, seconds in answers)
+    assert {status for status, *_ in answers} == {200} and slowest < 1, slowest
