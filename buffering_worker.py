@@ -26,7 +26,9 @@ memory. A slow client costs a socket and a buffer, not a thread. Also:
 - Probes have threads of their own. A bodiless GET or HEAD of one of `probe_paths`
   (/health and /ready; gunicorn.conf.py sets them) goes to a small pool of its own,
   never behind uploads and model calls in the main pool: a liveness probe is answered
-  in milliseconds however busy the worker is.
+  in milliseconds however busy the worker is. A probe thread waits at most
+  PROBE_SOCKET_SECONDS to send its answer, so that clients who stop reading (pipelining
+  probes they never read) cannot hold those threads.
 
 It serves plain HTTP/1.1 only (no TLS, no HTTP/2), which is what `make run` serves.
 """
@@ -47,6 +49,9 @@ REQUEST_SECONDS = 120  # the whole request, from its first byte: 10 MB at 85 KB/
 LINGER_SECONDS = 2
 SLOW_ARRIVAL_SECONDS = 1  # a request that took longer to arrive is logged
 THREAD_SOCKET_SECONDS = 30  # backstop: a thread never waits longer on one send or receive
+# A probe's answer (under 1 KB) goes at once into an empty send buffer. When it does not,
+# the client has stopped reading (pipelined probes it never reads): it gets no more.
+PROBE_SOCKET_SECONDS = 0.1
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 RECEIVE_BYTES = 256 * 1024
 EXPIRY_CHECK_EVERY = 0.25
@@ -137,8 +142,10 @@ class IncomingRequest:
             self.ready = True  # framing that gunicorn refuses (or too rare to buffer): answered now
 
     def is_probe(self, probe_paths):
-        """Whether this is a bodiless GET or HEAD of one of `probe_paths` (query strings allowed)."""
-        if not (self.whole and self.body_length == 0 and probe_paths):
+        """Whether this is a bodiless GET or HEAD of one of `probe_paths` (query strings allowed),
+        with nothing pipelined after it: probes don't pipeline, and a client that does is
+        served like any other."""
+        if not (self.whole and self.body_length == 0 and len(self.data) == self.head_end and probe_paths):
             return False
         line = bytes(self.data[:self.data.find(b"\r\n")])
         method, _, rest = line.partition(b" ")
@@ -284,7 +291,7 @@ class BufferingThreadWorker(ThreadWorker):
     # In the thread: the request is in memory
 
     def handle_request(self, req, conn):
-        conn.sock.settimeout(THREAD_SOCKET_SECONDS)
+        conn.sock.settimeout(PROBE_SOCKET_SECONDS if getattr(conn, "is_probe", False) else THREAD_SOCKET_SECONDS)
         if not conn.incoming.whole:
             req.force_close()  # part of it is still on the network: answer, then close
         # The event loop has said "100 Continue" when the body was wanted; never say it again.

@@ -170,27 +170,34 @@ class DynamicBatcher:
             while self._pending and (not calls or rows + len(self._pending[0].inputs) <= self.max_batch):
                 calls.append(self._pending.popleft())
                 rows += len(calls[-1].inputs)
+        try:
+            self._run(calls, rows)
+        finally:  # whatever happened, the callers in the batch are answered and the lead moves on
+            with self._changed:
+                if self._pending:
+                    self._pending[0].leads = True
+                    self._pending[0].turn.set()
+                else:
+                    self._running = False
+            for call in calls[1:]:  # calls[0] is this thread's own
+                call.turn.set()
+
+    def _run(self, calls, rows):
+        """Run `calls` as one model call and give each its own rows, or every one the error."""
         started = time.monotonic()
         try:
             inputs = calls[0].inputs if len(calls) == 1 else np.concatenate([c.inputs for c in calls])
             outputs = self.model(inputs)
-        except BaseException as exc:  # every caller in the batch hears it, and the lead moves on
-            for call in calls:
-                call.error = exc
-        else:
+            if len(outputs) != rows:  # slicing would hand callers short or foreign rows
+                raise RuntimeError(f"the model answered {len(outputs)} rows for a batch of {rows}")
             start = 0
             for call in calls:
                 call.outputs = outputs[start:start + len(call.inputs)]
                 start += len(call.inputs)
+        except BaseException as exc:  # every caller in the batch hears it, and the lead moves on
+            for call in calls:
+                call.outputs, call.error = None, exc
         self._note(time.monotonic() - started, len(calls), rows)
-        with self._changed:
-            if self._pending:
-                self._pending[0].leads = True
-                self._pending[0].turn.set()
-            else:
-                self._running = False
-        for call in calls[1:]:  # calls[0] is this thread's own
-            call.turn.set()
 
     def _rows_pending(self):
         return sum(len(call.inputs) for call in self._pending)

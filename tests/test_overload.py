@@ -7,6 +7,7 @@ import fcntl
 import http.client
 import json
 import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -79,6 +80,43 @@ def test_a_failed_batch_fails_its_own_callers_only_and_the_next_batch_runs():
     assert [type(e).__name__ if e else None for e in errors] == ["ValueError", "ValueError", None, None]
     assert np.array_equal(threads[3][1][0], [[7.0, 7.0, 7.0]])
     assert batcher(np.ones((1, 3))).tolist() == [[3.0, 3.0, 3.0]]  # and the model still runs
+
+
+def test_a_model_answering_the_wrong_number_of_rows_fails_the_batch_instead_of_mixing_answers():
+    # One row back for a batch of three: slicing it would give the second and third
+    # callers empty (or, worse, someone else's) rows.
+    def first_row_only(batch):
+        return (batch * 2 + 1)[:1]
+
+    first_row_only.input_shape = (3,)
+    inputs = [np.full((1, 3), float(i)) for i in range(3)]
+    outputs, errors, calls = batched_while_busy(first_row_only, inputs)
+    assert calls == [1, 3]
+    assert outputs == [None] * 3
+    assert [str(e) for e in errors] == ["the model answered 1 rows for a batch of 3"] * 3
+
+
+def test_the_lead_passes_on_even_when_handing_out_the_answers_fails():
+    # A 0-d answer cannot be sliced per caller; before, that left the batcher "running"
+    # with nobody leading, and every later caller (and its place in line) waited forever.
+    def unsliceable_when_batched(batch):
+        return np.float32(0) if len(batch) > 1 else batch * 2 + 1
+
+    unsliceable_when_batched.input_shape = (3,)
+    model = RecordingModel(hold_first=True, function=unsliceable_when_batched)
+    batcher = DynamicBatcher(model, max_batch=8)
+    first, _, _ = call_from_threads(batcher, [np.zeros((1, 3))])
+    model.started.wait(5)
+    threads, outputs, errors = call_from_threads(batcher, [np.ones((1, 3)), np.ones((1, 3))])
+    queued(batcher, 2)
+    model.release.set()
+    for thread in first + threads:
+        thread.join(10)
+    later, later_outputs, later_errors = call_from_threads(batcher, [np.full((1, 3), 4.0)])
+    later[0].join(10)
+    assert not any(thread.is_alive() for thread in first + threads + later)
+    assert all(isinstance(error, TypeError) for error in errors)
+    assert later_errors == [None] and later_outputs[0].tolist() == [[9.0, 9.0, 9.0]]
 
 
 def test_a_batch_waits_a_moment_for_a_request_still_on_its_way_but_no_longer():
@@ -220,11 +258,13 @@ def test_half_written_uploads_of_a_dead_process_are_removed_and_no_others(app):
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
     """One worker with two request threads, a CNN line of one, and a half-written upload
-    left behind by an earlier run."""
+    left behind by an earlier run; never recycled (a flood of probes would reach
+    max_requests, and the worker's restart is not what these tests look at)."""
     folder = tmp_path_factory.mktemp("overload") / "uploads"
     folder.mkdir()
     (folder / ".incoming-4242-0123456789abcdef").write_bytes(b"half an upload")
-    with live_server(folder, WEB_CONCURRENCY=1, GUNICORN_THREADS=2, CNN_QUEUE_LIMIT=1) as base_url:
+    with live_server(folder, WEB_CONCURRENCY=1, GUNICORN_THREADS=2, CNN_QUEUE_LIMIT=1,
+                     GUNICORN_CMD_ARGS="--max-requests 0") as base_url:
         yield base_url, folder
 
 
@@ -311,3 +351,36 @@ def test_a_full_line_answers_503_busy_at_once_with_retry_after(small_server):
 def test_uploads_left_half_written_by_an_earlier_run_are_removed_at_start_up(small_server):
     _, folder = small_server
     assert not list(folder.glob(".incoming-*"))
+
+
+@pytest.mark.slow
+def test_clients_that_pipeline_probes_and_never_read_the_answers_cannot_hold_the_probe_threads(small_server):
+    # Each of these clients sends /health after /health and reads nothing: soon the
+    # server can send it no more answers. The probe threads (two) must not be stuck
+    # sending to them: meanwhile, a probe on a fresh connection is answered at once.
+    base_url, _ = small_server
+    host, port = base_url.removeprefix("http://").split(":")
+    probes = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+    deaf_clients = [socket.create_connection((host, int(port))) for _ in range(3)]
+
+    def send_and_never_read(deaf):
+        try:
+            while True:
+                deaf.sendall(probes)
+        except OSError:  # closed by the test, or by the server
+            pass
+
+    senders = [threading.Thread(target=send_and_never_read, args=(deaf,), daemon=True) for deaf in deaf_clients]
+    for sender in senders:
+        sender.start()
+    answers = []
+    try:
+        deadline = time.monotonic() + 40  # the server's send buffers fill within seconds
+        while time.monotonic() < deadline:
+            answers.append(request(base_url, "GET", "/health"))
+            time.sleep(0.25)
+    finally:
+        for deaf in deaf_clients:
+            deaf.close()
+    slowest = max(seconds for _, _, _, seconds in answers)
+    assert {status for status, *_ in answers} == {200} and slowest < 1, slowest
