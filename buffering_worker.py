@@ -296,6 +296,8 @@ class BufferingThreadWorker(ThreadWorker):
             req.force_close()  # part of it is still on the network: answer, then close
         # The event loop has said "100 Continue" when the body was wanted; never say it again.
         req._expected_100_continue = False
+        if getattr(conn, "is_probe", False):
+            self.nr -= 1  # probes don't count toward max_requests: a flood of them must not recycle the worker
         return super().handle_request(req, conn)
 
     def _keepalive_after(self, conn, keepalive):

@@ -194,6 +194,13 @@ class DynamicBatcher:
             for call in calls:
                 call.outputs = outputs[start:start + len(call.inputs)]
                 start += len(call.inputs)
+        except Exception as exc:
+            if len(calls) == 1:
+                calls[0].outputs, calls[0].error = None, exc
+            else:  # one caller's input may be the cause: each runs again alone, and only its own fails
+                for call in calls:
+                    self._run([call], len(call.inputs))
+                return
         except BaseException as exc:  # every caller in the batch hears it, and the lead moves on
             for call in calls:
                 call.outputs, call.error = None, exc

@@ -13,6 +13,7 @@ import codecs
 import io
 import threading
 import warnings
+import weakref
 
 from PIL import (BmpImagePlugin, GifImagePlugin, Image, ImageFile, JpegImagePlugin,  # noqa: F401 - registers them
                  PngImagePlugin, TiffImagePlugin, WebPImagePlugin)
@@ -213,9 +214,10 @@ decode_budget = DecodeBudget(DECODE_BUDGET)
 
 
 def load(image, needed):
-    """Decode `image`, which will need `needed` bytes. A large decode waits for no other:
-    when the budget has no room for it now, it is answered 503 at once, which keeps a
-    worker's memory bounded and its threads free for other requests."""
+    """Decode `image`, which will need `needed` bytes, held from the budget until the
+    picture is freed. A large decode waits for no other: when the budget has no room for
+    it now, it is answered 503 at once, which keeps a worker's memory bounded and its
+    threads free for other requests."""
     if needed <= SMALL_DECODE:
         image.load()
         return
@@ -224,8 +226,12 @@ def load(image, needed):
                             status=503)
     try:
         image.load()
-    finally:
+    except BaseException:
         decode_budget.release(needed)
+        raise
+    # The pixels stay in memory as long as the picture does (preprocessing, waiting for a
+    # model, storing): so does its share of the budget, given back when it is freed.
+    weakref.finalize(image, decode_budget.release, needed)
 
 
 def too_many_pixels_message(size, max_pixels):

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -230,6 +231,7 @@ def load_digit_model(path, name):
             f"the {name} digit model is missing ({path}); train it with "
             f"`python train_mnist.py --arch {name}` (add --data DIR when offline)"
         )
+    note_threads_before_tensorflow()
     import keras
 
     try:
@@ -295,6 +297,7 @@ def load_xception(weights, progress=lambda received: None):
             "xception_weights_tf_dim_ordering_tf_kernels.h5, or set it to 'imagenet' "
             "on a machine with internet"
         )
+    note_threads_before_tensorflow()
     from keras.applications import Xception
 
     try:
@@ -307,20 +310,37 @@ def load_xception(weights, progress=lambda received: None):
 
 
 
+_threads_before_tensorflow = {}  # pid -> the native threads this process had before importing TensorFlow
+
+
+def native_thread_ids():
+    return {int(task) for task in os.listdir("/proc/self/task")} if os.path.isdir("/proc/self/task") else set()
+
+
+def python_thread_ids():
+    return {thread.native_id for thread in threading.enumerate()}
+
+
+def note_threads_before_tensorflow():
+    """Remember this process's threads (NumPy's BLAS threads among them) the first time it
+    is about to import TensorFlow, so that TensorFlow's own can be told from them."""
+    if os.getpid() not in _threads_before_tensorflow and "tensorflow" not in sys.modules:
+        _threads_before_tensorflow[os.getpid()] = native_thread_ids()
+
+
 def lower_tensorflow_priority(nice=XCEPTION_NICE):
-    """Run TensorFlow's own threads (Xception's compute: the digit models run in NumPy on
-    the request threads) at a lower CPU priority: on a busy server, digits and pages get
-    the cores first, and Xception all that is left, which is all of it when nothing else
-    runs. TensorFlow's pools exist once a model has run; the threads of this process that
-    Python did not start are theirs. Linux only; elsewhere nothing changes."""
+    """Run TensorFlow's own threads (Xception's compute: the digit models run in NumPy on the
+    request threads) at a lower CPU priority: on a busy server, digits and pages get the
+    cores first, and Xception all that is left, which is all of it when nothing else runs.
+    TensorFlow's threads are those that Python did not start and that the process did not
+    have before it imported TensorFlow. Linux only; elsewhere nothing changes."""
     if not hasattr(os, "setpriority") or not os.path.isdir("/proc/self/task"):
         return 0
-    python_threads = {thread.native_id for thread in threading.enumerate()}
+    before = _threads_before_tensorflow.get(os.getpid(), set())
+    candidates = native_thread_ids() - before - python_thread_ids()
+    time.sleep(0.05)  # a Python thread that was just starting has registered by now
     lowered = 0
-    for task in os.listdir("/proc/self/task"):
-        tid = int(task)
-        if tid in python_threads:
-            continue
+    for tid in candidates - python_thread_ids():
         try:
             os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
             lowered += 1

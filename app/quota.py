@@ -91,8 +91,9 @@ class UploadFolder:
 
     def remove_incoming(self, pid=None):
         """Delete files left half-written by process `pid`, which has died, or with no
-        `pid`, by anyone (at start-up, before any worker runs). Returns how many."""
-        prefix = INCOMING if pid is None else f"{INCOMING}{pid}-"
+        `pid` (at start-up), by any writer that is no longer running: another server
+        sharing the folder (a second instance, gunicorn's USR2 upgrade) keeps its own.
+        Returns how many."""
         removed = 0
         try:
             entries = os.scandir(self.path)
@@ -100,19 +101,13 @@ class UploadFolder:
             return 0
         with entries:
             for entry in entries:
-                if entry.name.startswith(prefix):
+                if not entry.name.startswith(INCOMING):
+                    continue
+                writer = entry.name[len(INCOMING):].partition("-")[0]
+                if (pid is None and not writer_running(writer)) or writer == str(pid):
                     Path(entry.path).unlink(missing_ok=True)
                     removed += 1
         return removed
-
-    def answer(self, name):
-        """The answer stored beside the upload `name`, as bytes; None when there is none
-        (never stored with one, or deleted to make room). `name` must be a STORED_NAME."""
-        try:
-            with open(os.path.join(self.path, name + ANSWER_SUFFIX), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
 
     def usage(self):
         """(files, bytes) stored, as the ledger counts them."""
@@ -222,6 +217,19 @@ class UploadFolder:
         unlisted = sorted((found[name][0], name) for name in found.keys() - listed)  # oldest first
         ledger.executemany("INSERT INTO uploads (name, size) VALUES (?, ?)",
                            [(name, found[name][1]) for _, name in unlisted])
+
+
+def writer_running(writer):
+    """Whether the process named in a half-written file's name is alive."""
+    if not writer.isdigit():
+        return False  # from before writers were named: the server that wrote it has stopped
+    try:
+        os.kill(int(writer), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def close_own(ledgers):

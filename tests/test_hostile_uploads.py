@@ -873,3 +873,16 @@ def test_rejections_are_logged_with_their_reason(client, caplog, data, reason):
     rejections = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected")]
     assert len(rejections) == 1
     assert rejections[0].startswith(f"rejected POST {MNIST_URL}: ") and reason in rejections[0]
+
+
+def test_a_large_decodes_share_of_the_budget_is_held_while_its_picture_lives(client):
+    """The budget counts decoded pictures still in memory, not only decodes under way:
+    the share comes back when the request is over and the picture freed, whatever the answer."""
+    large = hostile_files.png_rgba8_at_the_cap()  # 160 MB once decoded
+    image, _ = images.open_untrusted(large)
+    assert images.decode_budget.reserved >= 150 * 1024 * 1024
+    del image
+    assert images.decode_budget.reserved == 0
+    for _ in range(3):  # a "looks blank" answer leaves nothing reserved behind it
+        assert_json_error(post_whole_body(client, MNIST_URL, large), 400, "looks blank")
+        assert images.decode_budget.reserved == 0

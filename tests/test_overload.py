@@ -61,7 +61,7 @@ def test_a_batch_holds_at_most_max_batch_rows_and_the_rest_run_next():
     assert errors == [None] * 10 and all(np.array_equal(o, i * 2 + 1) for o, i in zip(outputs, inputs))
 
 
-def test_a_failed_batch_fails_its_own_callers_only_and_the_next_batch_runs():
+def test_a_failed_batch_is_run_again_a_caller_at_a_time_so_only_the_cause_fails():
     model = RecordingModel(hold_first=True, fail_when=lambda batch: (batch == 13).any())
     batcher = DynamicBatcher(model, max_batch=2)
     first, _, _ = call_from_threads(batcher, [np.zeros((1, 3))])
@@ -77,23 +77,25 @@ def test_a_failed_batch_fails_its_own_callers_only_and_the_next_batch_runs():
         thread.join(10)
     first[0].join(10)
     errors = [e[0] for _, _, e in threads]
-    assert [type(e).__name__ if e else None for e in errors] == ["ValueError", "ValueError", None, None]
-    assert np.array_equal(threads[3][1][0], [[7.0, 7.0, 7.0]])
+    assert [type(e).__name__ if e else None for e in errors] == ["ValueError", None, None, None]
+    assert np.array_equal(threads[1][1][0], [[3.0, 3.0, 3.0]]) and np.array_equal(threads[3][1][0], [[7.0, 7.0, 7.0]])
+    assert model.calls == [1, 2, 1, 1, 2]  # [13, 1] failed, then 13 alone (failed) and 1 alone; then [2, 3]
     assert batcher(np.ones((1, 3))).tolist() == [[3.0, 3.0, 3.0]]  # and the model still runs
 
 
-def test_a_model_answering_the_wrong_number_of_rows_fails_the_batch_instead_of_mixing_answers():
+def test_a_model_answering_the_wrong_number_of_rows_never_mixes_answers():
     # One row back for a batch of three: slicing it would give the second and third
-    # callers empty (or, worse, someone else's) rows.
+    # callers empty (or, worse, someone else's) rows. The batch fails, and each caller
+    # runs alone: one row for one row, its own.
     def first_row_only(batch):
         return (batch * 2 + 1)[:1]
 
     first_row_only.input_shape = (3,)
     inputs = [np.full((1, 3), float(i)) for i in range(3)]
     outputs, errors, calls = batched_while_busy(first_row_only, inputs)
-    assert calls == [1, 3]
-    assert outputs == [None] * 3
-    assert [str(e) for e in errors] == ["the model answered 1 rows for a batch of 3"] * 3
+    assert calls == [1, 3, 1, 1, 1]
+    assert errors == [None] * 3
+    assert [o.tolist() for o in outputs] == [[[1.0] * 3], [[3.0] * 3], [[5.0] * 3]]
 
 
 def test_the_lead_passes_on_even_when_handing_out_the_answers_fails():
@@ -115,7 +117,8 @@ def test_the_lead_passes_on_even_when_handing_out_the_answers_fails():
     later, later_outputs, later_errors = call_from_threads(batcher, [np.full((1, 3), 4.0)])
     later[0].join(10)
     assert not any(thread.is_alive() for thread in first + threads + later)
-    assert all(isinstance(error, TypeError) for error in errors)
+    assert errors == [None, None] and [o.tolist() for o in outputs] == [[[3.0] * 3]] * 2  # each again alone
+    assert model.calls == [1, 2, 1, 1, 1]
     assert later_errors == [None] and later_outputs[0].tolist() == [[9.0, 9.0, 9.0]]
 
 
@@ -244,12 +247,16 @@ def test_ready_says_503_until_the_digit_models_are_loaded(app, tmp_path):
 def test_half_written_uploads_of_a_dead_process_are_removed_and_no_others(app):
     folder = app.extensions["uploads"]
     folder.path.mkdir(parents=True)
-    for name in (".incoming-111-aaaa", ".incoming-111-bbbb", ".incoming-222-cccc", "0" * 32 + ".png"):
+    dead = 2 ** 22 + 7  # above Linux's default pid_max: never a running process
+    alive = os.getpid()  # as if another server shared the folder
+    names = [f".incoming-{dead}-aaaa", f".incoming-{dead}-bbbb", f".incoming-{alive}-cccc", ".incoming-dddd",
+             "0" * 32 + ".png"]
+    for name in names:
         (folder.path / name).write_bytes(b"x")
-    assert folder.remove_incoming(pid=111) == 2
-    assert sorted(p.name for p in folder.path.iterdir()) == [".incoming-222-cccc", "0" * 32 + ".png"]
-    assert folder.remove_incoming() == 1
-    assert [p.name for p in folder.path.iterdir()] == ["0" * 32 + ".png"]
+    assert folder.remove_incoming(pid=alive) == 1  # that process has died (gunicorn's child_exit)
+    (folder.path / f".incoming-{alive}-cccc").write_bytes(b"x")
+    assert folder.remove_incoming() == 3  # start-up: every writer that is not running
+    assert sorted(p.name for p in folder.path.iterdir()) == [f".incoming-{alive}-cccc", "0" * 32 + ".png"]
 
 
 # Over real HTTP ---------------------------------------------------------------------
