@@ -647,11 +647,12 @@ def cut_apart(group, labels, row_height, widest, stroke):
     # of a 2 has ink on few rows, and is no digit of its own.
     left_rows = np.searchsorted(first, cuts)
     right_rows = last.size - np.searchsorted(last, cuts)
-    # A join is one short run of ink down the column (the middle of a 0 has two). Of
+    # A join is one short run of ink down the column (the middle of a 0 has two), or
+    # none where pieces were grouped only by the bridging of small gaps. Of
     # equally thin joins, the one nearest the middle: two digits are about as wide.
     runs = ink[0].astype(int) + (ink[1:] & ~ink[:-1]).sum(axis=0)
     cost = columns[cuts] + np.abs(cuts - group.width / 2) / group.width
-    cost[(np.minimum(left_rows, right_rows) < TALL * row_height) | (runs[cuts] != 1)] = np.inf
+    cost[(np.minimum(left_rows, right_rows) < TALL * row_height) | (runs[cuts] > 1)] = np.inf
     if cuts.size == 0 or cost.min() >= CUT_INK * stroke:
         return [group]
     best = int(cuts[cost.argmin()])
