@@ -659,7 +659,9 @@ def cut_apart(group, labels, row_height, widest, stroke):
     cut = group.left + best
     left = Piece(group.indices, group.top, group.bottom, group.left, cut)
     right = Piece(group.indices, group.top, group.bottom, cut, group.right)
-    return cut_apart(left, labels, row_height, widest, stroke) + cut_apart(right, labels, row_height, widest, stroke)
+    # Once a group proved to be several digits, a part as wide as a usual digit may be two.
+    usual = min(widest, CUT_WIDTH * DIGIT_WIDTH * row_height) / CUT_WIDTH
+    return cut_apart(left, labels, row_height, usual, stroke) + cut_apart(right, labels, row_height, usual, stroke)
 
 
 def prepare_xception_input(image):
