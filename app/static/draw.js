@@ -111,7 +111,8 @@
         if (asked === version) live.replaceChildren(element("p", "No answer: the server could not be reached.", { class: "note" }));
       } finally {
         inFlight = false;
-        if (asked !== version && hasInk) schedule();
+        // The drawing changed while this answer was on its way: ask again, once the pen is up.
+        if (asked !== version && hasInk && !drawing) schedule();
       }
     }
 
