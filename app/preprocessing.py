@@ -472,6 +472,9 @@ SPECK = 0.35  # ... or, with no digit beside it, a speck
 NEAR = 0.15  # a scrap (shorter than SPECK) this near a digit (a share of the row's height) belongs to it
 OVERLAP = 0.5  # a fragment overlapping a piece across by this share of its width belongs to it; so do ...
 STACKED = 0.25  # ... two pieces overlapping across so, and downwards by less than this share
+LEAST_INK = 0.3  # each side of a cut holds at least this share of the other side's ink
+HALF_WIDE = 0.45  # a cut leaves at least one side this wide (a share of the row's height)
+NARROW = 0.35  # digits narrower than this share of their height (1s) say nothing of the others' width
 DIGIT_WIDTH = 0.75  # a digit is usually at most this share of its height wide ...
 CUT_WIDTH = 1.5  # ... and a group this many times wider than usual may be digits that touch
 TALL = 0.7  # both sides of a cut through touching digits have ink on this share of the row's height
@@ -500,6 +503,8 @@ def prepare_digits(image, size=None):
     before any reduced-scale decoding); by default the image's own, turned upright.
     Raises NoDigitFound when the picture is too small or holds no ink.
     """
+    # Worked on at prepare_image's size: measured, twice as many pixels for wide
+    # pictures read no more numbers right (95.3% against 95.7%), and cost more.
     gray = grayscale(image)
     ink, (top, left), factor = kept_ink(gray)
     if size is None:
@@ -530,9 +535,10 @@ def digit_masks(ink):
         return []
     row_height = row_height_of(pieces)
     groups = grouped(pieces, row_height)
-    # Touching digits make a group much wider than the row's other digits (or, in a row
-    # of one or two groups, than digits usually are for their height).
-    widest = CUT_WIDTH * min(float(np.median([group.width for group in groups])), DIGIT_WIDTH * row_height)
+    # Touching digits make a group much wider than the row's other digits (1s aside),
+    # or than digits usually are for their height.
+    wide = [group.width for group in groups if group.width >= NARROW * row_height] or [row_height]
+    widest = CUT_WIDTH * min(float(np.median(wide)), DIGIT_WIDTH * row_height)
     stroke = stroke_width(ink)
     digits = [digit for group in groups for digit in cut_apart(group, labels, row_height, widest, stroke)]
     digits = [digit for digit in digits if digit.height >= SPECK * row_height]
@@ -653,6 +659,12 @@ def cut_apart(group, labels, row_height, widest, stroke):
     runs = ink[0].astype(int) + (ink[1:] & ~ink[:-1]).sum(axis=0)
     cost = columns[cuts] + np.abs(cuts - group.width / 2) / group.width
     cost[(np.minimum(left_rows, right_rows) < TALL * row_height) | (runs[cuts] > 1)] = np.inf
+    # Two halves that are both as narrow as a 1 are the sides of a 0 (or a U-shaped
+    # one), not two digits.
+    cost[np.maximum(cuts, group.width - cuts) < HALF_WIDE * row_height] = np.inf
+    # A sliver off a digit (the overlapping end of a 0's loop) holds little of the ink.
+    mass = np.cumsum(columns)[cuts - 1]
+    cost[np.minimum(mass, columns.sum() - mass) < LEAST_INK * np.maximum(mass, columns.sum() - mass)] = np.inf
     if cuts.size == 0 or cost.min() >= CUT_INK * stroke:
         return [group]
     best = int(cuts[cost.argmin()])
