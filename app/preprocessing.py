@@ -544,13 +544,13 @@ def digit_masks(ink):
     digits = [digit for digit in digits if digit.height >= SPECK * row_height]
     masks = []
     for digit in sorted(digits, key=lambda d: d.left):
-        mine = np.isin(labels, digit.indices)
-        mine[:, : digit.left] = False
-        mine[:, digit.right :] = False
-        rim = grow(mine, 2)
-        rows, cols = np.flatnonzero(rim.any(axis=1)), np.flatnonzero(rim.any(axis=0))
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        masks.append((*box, rim[box]))
+        # Its box, with room for the rim: two pixels each way, within the ink.
+        top, left = max(0, digit.top - 2), max(0, digit.left - 2)
+        rows, cols = slice(top, min(ink.shape[0], digit.bottom + 2)), slice(left, min(ink.shape[1], digit.right + 2))
+        mine = np.isin(labels[rows, cols], digit.indices)
+        mine[:, : digit.left - left] = False
+        mine[:, digit.right - left :] = False
+        masks.append((rows, cols, grow(mine, 2)))
     return masks
 
 
