@@ -476,7 +476,9 @@ LEAST_INK = 0.3  # each side of a cut holds at least this share of the other sid
 HALF_WIDE = 0.45  # a cut leaves at least one side this wide (a share of the row's height)
 NARROW = 0.35  # digits narrower than this share of their height (1s) say nothing of the others' width
 DIGIT_WIDTH = 0.75  # a digit is usually at most this share of its height wide ...
-CUT_WIDTH = 1.5  # ... and a group this many times wider than usual may be digits that touch
+CUT_WIDTH = 1.5  # ... and a group this many times wider than usual may be digits that touch;
+EAGER_CUT_WIDTH = 1.0  # ... this many times wider, maybe, if the model reads its parts surer,
+EAGER_CROSSINGS = 2  # ... even where the cut crosses two strokes (glyphs that overlap)
 TALL = 0.7  # both sides of a cut through touching digits have ink on this share of the row's height
 NARROWEST = 0.2  # ... and are at least this wide (a share of the row's height)
 CUT_INK = 2.0  # a cut crosses at most this many stroke widths of ink (a join, not a digit's stem)
@@ -503,6 +505,14 @@ def prepare_digits(image, size=None):
     before any reduced-scale decoding); by default the image's own, turned upright.
     Raises NoDigitFound when the picture is too small or holds no ink.
     """
+    return [digit for options in digit_choices(image, size) for digit in options[0]]
+
+
+def digit_choices(image, size=None):
+    """prepare_digits' digits, with a second reading where one is open: for each group of
+    ink, left to right, [its digits as prepare_digits cuts them] and, where a keener cut
+    (at EAGER_CUT_WIDTH) gives other digits, those too. A caller with a model picks
+    between them by the model's confidence (recognition.read_number)."""
     # Worked on at prepare_image's size: measured, twice as many pixels for wide
     # pictures read no more numbers right (95.3% against 95.7%), and cost more.
     gray = grayscale(image)
@@ -511,21 +521,24 @@ def prepare_digits(image, size=None):
         width, height = image.size
         size = (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
     scale_x, scale_y = size[0] / gray.shape[1], size[1] / gray.shape[0]
-    found = []
-    for rows, cols, mask in digit_masks(ink):
+
+    def found(rows, cols, mask):
         digit = np.where(mask, ink[rows, cols], 0.0)
         x0, y0 = (left + cols.start * factor) * scale_x, (top + rows.start * factor) * scale_y
         x1, y1 = (left + cols.stop * factor) * scale_x, (top + rows.stop * factor) * scale_y
         box = (int(x0), int(y0), max(1, round(x1 - int(x0))), max(1, round(y1 - int(y0))))
-        found.append(FoundDigit(centre_by_mass(fit_box(digit)), box))
-    if not found:
+        return FoundDigit(centre_by_mass(fit_box(digit)), box)
+
+    choices = [[[found(*mask) for mask in option] for option in options] for options in digit_masks(ink)]
+    if not choices:
         raise NoDigitFound("no digit found: the image holds only specks or lines")
-    return found
+    return choices
 
 
 def digit_masks(ink):
-    """Each digit in the cleaned ink, left to right: (row slice, column slice, mask of
-    its ink in that box), the mask taking in the soft rim around its strokes."""
+    """For each group of ink, left to right, its options (see digit_choices), each a list
+    of digits as (row slice, column slice, mask of its ink in that box), the mask taking
+    in the soft rim around its strokes."""
     core = ink > INK_CORE
     bridge = max(1, round(BRIDGE * stroke_width(ink)))
     labels, count = ndimage.label(grow(core, bridge), structure=np.ones((3, 3)))
@@ -534,24 +547,34 @@ def digit_masks(ink):
     if not pieces:
         return []
     row_height = row_height_of(pieces)
-    groups = grouped(pieces, row_height)
+    groups = sorted(grouped(pieces, row_height), key=lambda group: group.left)
     # Touching digits make a group much wider than the row's other digits (1s aside),
     # or than digits usually are for their height.
     wide = [group.width for group in groups if group.width >= NARROW * row_height] or [row_height]
-    widest = CUT_WIDTH * min(float(np.median(wide)), DIGIT_WIDTH * row_height)
+    usual = min(float(np.median(wide)), DIGIT_WIDTH * row_height)
     stroke = stroke_width(ink)
-    digits = [digit for group in groups for digit in cut_apart(group, labels, row_height, widest, stroke)]
-    digits = [digit for digit in digits if digit.height >= SPECK * row_height]
-    masks = []
-    for digit in sorted(digits, key=lambda d: d.left):
-        # Its box, with room for the rim: two pixels each way, within the ink.
-        top, left = max(0, digit.top - 2), max(0, digit.left - 2)
-        rows, cols = slice(top, min(ink.shape[0], digit.bottom + 2)), slice(left, min(ink.shape[1], digit.right + 2))
-        mine = np.isin(labels[rows, cols], digit.indices)
-        mine[:, : digit.left - left] = False
-        mine[:, digit.right - left :] = False
-        masks.append((rows, cols, grow(mine, 2)))
-    return masks
+    choices = []
+    for group in groups:
+        options = []
+        for widest, crossings in ((CUT_WIDTH * usual, 1), (EAGER_CUT_WIDTH * usual, EAGER_CROSSINGS)):
+            digits = [digit for digit in cut_apart(group, labels, row_height, widest, stroke, crossings)
+                      if digit.height >= SPECK * row_height]
+            if digits and all(digits != option for option in options):
+                options.append(digits)
+        if options and options[0]:
+            choices.append([[digit_mask(digit, labels) for digit in option] for option in options])
+    return choices
+
+
+def digit_mask(digit, labels):
+    """(rows, cols, mask) of a digit: its box, with room for the rim (two pixels each way)."""
+    top, left = max(0, digit.top - 2), max(0, digit.left - 2)
+    rows = slice(top, min(labels.shape[0], digit.bottom + 2))
+    cols = slice(left, min(labels.shape[1], digit.right + 2))
+    mine = np.isin(labels[rows, cols], digit.indices)
+    mine[:, : digit.left - left] = False
+    mine[:, digit.right - left :] = False
+    return rows, cols, grow(mine, 2)
 
 
 @dataclass
@@ -635,9 +658,10 @@ def partner(args):
     return None
 
 
-def cut_apart(group, labels, row_height, widest, stroke):
+def cut_apart(group, labels, row_height, widest, stroke, crossings=1):
     """A group too wide for one digit, cut at the column crossing the least ink between
-    two parts that each look like a digit (tall enough, wide enough), again and again."""
+    two parts that each look like a digit (tall enough, wide enough), again and again.
+    A cut crosses at most `crossings` strokes."""
     if group.width <= widest:
         return [group]
     rows = slice(group.top, group.bottom)
@@ -658,7 +682,7 @@ def cut_apart(group, labels, row_height, widest, stroke):
     # equally thin joins, the one nearest the middle: two digits are about as wide.
     runs = ink[0].astype(int) + (ink[1:] & ~ink[:-1]).sum(axis=0)
     cost = columns[cuts] + np.abs(cuts - group.width / 2) / group.width
-    cost[(np.minimum(left_rows, right_rows) < TALL * row_height) | (runs[cuts] > 1)] = np.inf
+    cost[(np.minimum(left_rows, right_rows) < TALL * row_height) | (runs[cuts] > crossings)] = np.inf
     # Two halves that are both as narrow as a 1 are the sides of a 0 (or a U-shaped
     # one), not two digits.
     cost[np.maximum(cuts, group.width - cuts) < HALF_WIDE * row_height] = np.inf
@@ -673,7 +697,8 @@ def cut_apart(group, labels, row_height, widest, stroke):
     right = Piece(group.indices, group.top, group.bottom, cut, group.right)
     # Once a group proved to be several digits, a part as wide as a usual digit may be two.
     usual = min(widest, CUT_WIDTH * DIGIT_WIDTH * row_height) / CUT_WIDTH
-    return cut_apart(left, labels, row_height, usual, stroke) + cut_apart(right, labels, row_height, usual, stroke)
+    return (cut_apart(left, labels, row_height, usual, stroke, crossings)
+            + cut_apart(right, labels, row_height, usual, stroke, crossings))
 
 
 def prepare_xception_input(image):

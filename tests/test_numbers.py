@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from app.preprocessing import NoDigitFound, prepare_digits, prepare_image
+from app.preprocessing import NoDigitFound, digit_choices, prepare_digits, prepare_image
 from app.recognition import MAX_DIGITS
 from app.samples import STRAIGHT_DIGITS, draw_on_canvas, photograph, written_number
 from helpers import FIXTURES, encode, post_file
@@ -38,6 +38,7 @@ def number_of(mnist_sample, registry):
 
 
 def read(image, registry, model="cnn"):
+    """prepare_digits' own reading (no second options): what segmentation alone gets right."""
     found = prepare_digits(image)
     return "".join(str(int(row.argmax())) for row in registry.digit(model)(np.stack([d.pixels for d in found])))
 
@@ -108,6 +109,17 @@ def test_digits_joined_by_a_stroke_are_split(number_of, registry, text):
 def test_touching_digits_are_split(number_of, registry):
     image = number_of("36", gaps=[-4])  # the two digits' ink overlaps a little: one piece
     assert read(image, registry) == "36"
+
+
+@pytest.mark.parametrize("text", ["48"])
+def test_the_model_decides_whether_a_group_is_touching_digits(client, number_of, text):
+    """Two digits that touch, in a group too narrow for prepare_digits' cautious rule to
+    cut: its keener cut is the second option, and the model's confidence picks it."""
+    image = number_of(text, gaps=[-2])
+    choices = digit_choices(image)
+    assert [len(option) for option in choices[0]] == [1, 2]
+    assert len(prepare_digits(image)) == 1
+    assert post_file(client, "/api/predict/number", encode(image)).json["number"] == text
 
 
 def test_specks_are_dropped(number_of, registry):
