@@ -297,6 +297,11 @@ def straight_runs(core):
         # No band of `sag` lines holds enough ink for a run (most pictures): skip the filters.
         if ndimage.uniform_filter1d(core.sum(axis=axis, dtype=np.float32), sag).max() * sag < LINE_FILL * length:
             continue
+        # Nor when no band is inked, in any of its lines, across enough places: a row of
+        # digits fills a band's lines but leaves gaps between the digits. (A run needs that
+        # many inked places in its band: this is `band` below, cheaply, without the filter.)
+        if band_reach(core, sag, 1 - axis).sum(axis=axis).max() < LINE_FILL * length:
+            continue
         band = ndimage.maximum_filter1d(core, sag, axis=1 - axis).astype(np.float32)
         full_run = ndimage.uniform_filter1d(band, length, axis=axis) > LINE_FILL
         run = ndimage.maximum_filter1d(full_run, length, axis=axis)
@@ -304,6 +309,18 @@ def straight_runs(core):
         if run.any():
             runs.append((run, axis))
     return runs
+
+
+def band_reach(core, sag, axis):
+    """ndimage.maximum_filter1d(core, sag, axis) for a boolean mask, by shifted ORs."""
+    reach = core.copy()
+    half = sag // 2
+    for shift in range(1, half + 1):
+        ahead, behind = [slice(None)] * 2, [slice(None)] * 2
+        ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
+        reach[tuple(behind)] |= core[tuple(ahead)]
+        reach[tuple(ahead)] |= core[tuple(behind)]
+    return reach
 
 
 def ruled_lines(ink, core):
@@ -540,7 +557,8 @@ def digit_masks(ink):
     of digits as (row slice, column slice, mask of its ink in that box), the mask taking
     in the soft rim around its strokes."""
     core = ink > INK_CORE
-    bridge = max(1, round(BRIDGE * stroke_width(ink)))
+    stroke = stroke_width(ink)
+    bridge = max(1, round(BRIDGE * stroke))
     labels, count = ndimage.label(grow(core, bridge), structure=np.ones((3, 3)))
     labels *= core
     pieces = [Piece.of(labels, index, box) for index, box in enumerate(ndimage.find_objects(labels), start=1) if box]
@@ -552,7 +570,6 @@ def digit_masks(ink):
     # or than digits usually are for their height.
     wide = [group.width for group in groups if group.width >= NARROW * row_height] or [row_height]
     usual = min(float(np.median(wide)), DIGIT_WIDTH * row_height)
-    stroke = stroke_width(ink)
     choices = []
     for group in groups:
         options = []
