@@ -5,7 +5,7 @@ from pathlib import Path
 from flask import Blueprint, jsonify, request
 
 from .recognition import (admitted, checked_model_name, digit_from, digit_probabilities, is_uncertain, load_note,
-                          registry, xception_top5)
+                          number_from, registry, xception_top5)
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
 from .uploads import accepts_upload, read_upload, store_upload
 
@@ -29,6 +29,18 @@ def predict_mnist():
         probabilities=[float(p) for p in probabilities],
         upload=stored,
     )
+
+
+@bp.post("/api/predict/number")
+@accepts_upload
+def predict_number():
+    """Read the handwritten number (a row of up to 20 digits) in the uploaded image."""
+    model_name = checked_model_name(request.values.get("model", "cnn"))
+    with admitted(model_name):
+        upload = read_upload(draft=DIGIT_DRAFT)
+        reading = number_from(upload, model_name)
+        stored = store_upload(upload)
+    return jsonify(**reading.as_json(), upload=stored)
 
 
 @bp.post("/api/predict/xception")

@@ -14,7 +14,8 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from PIL import Image
 
 from .models import DIGIT_MODELS, ModelUnavailable
-from .recognition import UNSURE_BELOW, admitted, is_uncertain, load_note, prepared_digit_from, registry, xception_top5
+from .recognition import (UNSURE_BELOW, admitted, is_uncertain, load_note, number_from, prepared_digit_from, registry,
+                          uploaded_size, xception_top5)
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
 from .uploads import STORED_NAME, accepts_upload, read_upload, store_upload, stored_answer
 
@@ -34,8 +35,30 @@ def png_data_url(digit):
 
 @bp.get("/")
 def index():
-    """Upload a photo of a digit, or draw one."""
+    """Upload a photo of a digit, or draw one; with ?mode=number, of a whole number."""
+    if request.args.get("mode") == "number":
+        return render_template("number.html")
     return render_template("index.html")
+
+
+@bp.post("/number")
+@accepts_upload
+def number():
+    """The CNN's reading of an uploaded or drawn number: each digit's box, input and bars.
+
+    Rendered in answer to the POST, as /predict is: the page with JavaScript answers
+    while the user draws, through the JSON API, and this is the no-JavaScript route."""
+    with admitted("cnn"):
+        upload = read_upload(draft=DIGIT_DRAFT)
+        reading = number_from(upload, "cnn")
+        stored = store_upload(upload)
+    return render_template(
+        "number.html",
+        reading=reading,
+        size=uploaded_size(upload),
+        model_inputs=[png_data_url(digit.pixels) for digit in reading.digits],
+        upload_name=stored,
+    )
 
 
 @bp.post("/predict")

@@ -25,6 +25,7 @@ MIN_SIZE = 8  # smaller than this is no picture of a digit
 CLEAN_SHARE = 0.5  # a picture with this share of its pixels at one exact grey level is a clean drawing ...
 CLEAN_NEAR, CLEAN_NOISE = 8, 0.02  # ... unless this share lies within a few levels of it: noise, grain
 CLEAN_SIZE = 96  # a clean drawing's digit is cropped and reduced to at most this size
+NUMBER_ASPECT = 1.5  # no single digit is wider than this share of its height
 MIN_CONTRAST = 0.08  # ink this faint (on a 0-1 scale) is noise on a blank page
 MIN_INK_TO_NOISE = 8.0  # a digit's strokes stand this many noise deviations above the paper, at least
 MIN_PAPER_LINES = 3  # this many bands of ink across the picture ...
@@ -153,6 +154,9 @@ def drawing_ink(gray):
     """The ink of a clean drawing (a canvas, a digital image), cropped to the ink and
     reduced to at most CLEAN_SIZE; None for photos and scans.
 
+    Returns (ink, (top, left) of the crop in `gray`, reduction factor): the last two
+    place the ink back in the picture (prepare_digits' boxes).
+
     A drawing's background is one exact grey level, with no lighting or noise to
     remove, so the picture's histogram says all: the commonest level is the paper,
     and the ink lies on the side of it where most of the rest lies. The digit then
@@ -170,8 +174,12 @@ def drawing_ink(gray):
     rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
     if rows.size == 0:
         raise NoDigitFound("no digit found: the image looks blank")
-    crop = gray[max(0, rows[0] - 1) : rows[-1] + 2, max(0, cols[0] - 1) : cols[-1] + 2]
-    factor = -(-max(crop.shape) // CLEAN_SIZE)
+    top, left = max(0, rows[0] - 1), max(0, cols[0] - 1)
+    crop = gray[top : rows[-1] + 2, left : cols[-1] + 2]
+    # A number drawn across a wide canvas is reduced by its height, not its width: each
+    # of its digits keeps the pixels a single digit gets (single digits are never wider).
+    height, width = crop.shape
+    factor = -(-max(height, min(width, round(NUMBER_ASPECT * height))) // CLEAN_SIZE)
     if factor > 1:
         crop = np.asarray(Image.fromarray(crop).reduce(factor))
     crop = crop.astype(np.float32)
@@ -179,7 +187,7 @@ def drawing_ink(gray):
     peak = float(ink.max())
     if peak < MIN_CONTRAST * 255:
         raise NoDigitFound("no digit found: the image looks blank")
-    return ink / peak
+    return ink / peak, (top, left), factor
 
 
 def median(values):
@@ -341,6 +349,11 @@ def straight_runs(core):
         # No band of `sag` lines holds enough ink for a run (most pictures): skip the filters.
         if ndimage.uniform_filter1d(core.sum(axis=axis, dtype=np.float32), sag).max() * sag < LINE_FILL * length:
             continue
+        # Nor when no band is inked, in any of its lines, across enough places: a row of
+        # digits fills a band's lines but leaves gaps between the digits. (A run needs that
+        # many inked places in its band: this is `band` below, cheaply, without the filter.)
+        if band_reach(core, sag, 1 - axis).sum(axis=axis).max() < LINE_FILL * length:
+            continue
         band = ndimage.maximum_filter1d(core, sag, axis=1 - axis).astype(np.float32)
         full_run = ndimage.uniform_filter1d(band, length, axis=axis) > LINE_FILL
         run = ndimage.maximum_filter1d(full_run, length, axis=axis)
@@ -348,6 +361,18 @@ def straight_runs(core):
         if run.any():
             runs.append((run, axis))
     return runs
+
+
+def band_reach(core, sag, axis):
+    """ndimage.maximum_filter1d(core, sag, axis) for a boolean mask, by shifted ORs."""
+    reach = core.copy()
+    half = sag // 2
+    for shift in range(1, half + 1):
+        ahead, behind = [slice(None)] * 2, [slice(None)] * 2
+        ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
+        reach[tuple(behind)] |= core[tuple(ahead)]
+        reach[tuple(ahead)] |= core[tuple(behind)]
+    return reach
 
 
 def ruled_lines(ink, core):
@@ -403,7 +428,9 @@ def ruled_lines(ink, core):
 
 def keep_digit(ink, paper=True):
     """Zero out specks, ruled lines and page edges, keeping the digit and its soft rim;
-    cropped to the ink's neighbourhood. A clean drawing (`paper` False) has no lines."""
+    cropped to the ink's neighbourhood. A clean drawing (`paper` False) has no lines.
+
+    Returns (ink, (top, left) of the crop in the given ink)."""
     core = ink > INK_CORE
     if paper and min(ink.shape) > 64:  # photos and scans; a 28x28 digit has no paper to rule
         core &= ~ruled_lines(ink, core)
@@ -412,14 +439,15 @@ def keep_digit(ink, paper=True):
         raise NoDigitFound("no digit found: the image looks blank")
     # Only the ink's neighbourhood matters from here on: soft anti-aliased rims lie
     # within two pixels of a stroke's core.
-    box = np.s_[max(0, rows[0] - 2) : rows[-1] + 3, max(0, cols[0] - 2) : cols[-1] + 3]
+    top, left = max(0, rows[0] - 2), max(0, cols[0] - 2)
+    box = np.s_[top : rows[-1] + 3, left : cols[-1] + 3]
     ink, core = ink[box], core[box]
     labels, count = ndimage.label(core, structure=np.ones((3, 3)))
     areas = np.bincount(labels.ravel())
     areas[0] = 0  # the background
     kept = areas >= MIN_PART * areas.max()
     kept[0] = False
-    return np.where(grow(kept[labels], 2), ink, 0.0)
+    return np.where(grow(kept[labels], 2), ink, 0.0), (top, left)
 
 
 def stroke_width(ink):
@@ -505,15 +533,7 @@ def prepare_digit(image):
     Raises NoDigitFound when the picture is too small, holds no ink, or nothing in it
     stands out from the paper.
     """
-    gray = grayscale(image)
-    ink = drawing_ink(gray)
-    if ink is not None:
-        kept = keep_digit(ink, paper=False)
-    else:
-        ink, noise = photo_ink(gray.astype(np.float32) / 255.0)
-        kept = keep_digit(ink)
-        refuse_faint_ink(kept, noise)
-        refuse_paper_lines(kept, gray.shape)
+    kept, _, _ = kept_ink(grayscale(image))
     return PreparedDigit(centre_by_mass(fit_box(kept)), side_by_side_pieces(kept))
 
 
@@ -536,6 +556,259 @@ def side_by_side_pieces(kept):
             pieces += 1
         right = max(right, stop)
     return pieces
+
+
+def kept_ink(gray):
+    """The ink of the picture's digit or digits, specks and ruled lines gone, cropped:
+    (ink, (top, left) of the crop in `gray`, pixels of `gray` per ink pixel).
+    Raises NoDigitFound when nothing in a photo stands out from the paper."""
+    drawing = drawing_ink(gray)
+    if drawing is not None:
+        ink, (top, left), factor = drawing
+        ink, (kept_top, kept_left) = keep_digit(ink, paper=False)
+        return ink, (top + kept_top * factor, left + kept_left * factor), factor
+    ink, noise = photo_ink(gray.astype(np.float32) / 255.0)
+    kept, origin = keep_digit(ink)
+    refuse_faint_ink(kept, noise)
+    refuse_paper_lines(kept, gray.shape)
+    return kept, origin, 1
+
+
+# Numbers: a row of digits ---------------------------------------------------------
+
+BRIDGE = 0.4  # gaps up to this many stroke widths (each side) are breaks in one stroke
+FRAGMENT = 0.6  # a piece shorter than this share of the row's height is part of a digit
+SPECK = 0.35  # ... or, with no digit beside it, a speck
+NEAR = 0.15  # a scrap (shorter than SPECK) this near a digit (a share of the row's height) belongs to it
+OVERLAP = 0.5  # a fragment overlapping a piece across by this share of its width belongs to it; so do ...
+STACKED = 0.25  # ... two pieces overlapping across so, and downwards by less than this share
+LEAST_INK = 0.3  # each side of a cut holds at least this share of the other side's ink
+HALF_WIDE = 0.45  # a cut leaves at least one side this wide (a share of the row's height)
+NARROW = 0.35  # digits narrower than this share of their height (1s) say nothing of the others' width
+DIGIT_WIDTH = 0.75  # a digit is usually at most this share of its height wide ...
+CUT_WIDTH = 1.5  # ... and a group this many times wider than usual may be digits that touch;
+EAGER_CUT_WIDTH = 1.0  # ... this many times wider, maybe, if the model reads its parts surer,
+EAGER_CROSSINGS = 2  # ... even where the cut crosses two strokes (glyphs that overlap)
+TALL = 0.7  # both sides of a cut through touching digits have ink on this share of the row's height
+NARROWEST = 0.2  # ... and are at least this wide (a share of the row's height)
+CUT_INK = 2.0  # a cut crosses at most this many stroke widths of ink (a join, not a digit's stem)
+
+
+@dataclass(frozen=True)
+class FoundDigit:
+    """One digit of a number: the model's 28x28 input, and where it is in the picture."""
+
+    pixels: np.ndarray  # float32 (28, 28) in [0, 1], MNIST-style
+    box: tuple  # (x, y, width, height) in the picture's upright pixels
+
+
+def prepare_digits(image, size=None):
+    """A decoded PIL image of a row of digits -> [FoundDigit], left to right.
+
+    The ink is found exactly as prepare_image finds it (polarity, lighting, noise,
+    ruled lines, specks), so a picture of one digit gives that one digit, with the
+    same 28x28 input. The ink's connected pieces are then grouped into digits: pieces
+    of one digit (a detached bar, a second stroke, a broken pencil line) are joined,
+    and pieces too wide for one digit are cut where the fewest ink crosses.
+
+    `size`: the (width, height) of the upright picture the boxes refer to (the upload
+    before any reduced-scale decoding); by default the image's own, turned upright.
+    Raises NoDigitFound when the picture is too small or holds no ink.
+    """
+    return [digit for options in digit_choices(image, size) for digit in options[0]]
+
+
+def digit_choices(image, size=None):
+    """prepare_digits' digits, with a second reading where one is open: for each group of
+    ink, left to right, [its digits as prepare_digits cuts them] and, where a keener cut
+    (at EAGER_CUT_WIDTH) gives other digits, those too. A caller with a model picks
+    between them by the model's confidence (recognition.read_number)."""
+    # Worked on at prepare_image's size: measured, twice as many pixels for wide
+    # pictures read no more numbers right (95.3% against 95.7%), and cost more.
+    gray = grayscale(image)
+    ink, (top, left), factor = kept_ink(gray)
+    if size is None:
+        width, height = image.size
+        size = (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
+    scale_x, scale_y = size[0] / gray.shape[1], size[1] / gray.shape[0]
+
+    def found(rows, cols, mask):
+        digit = np.where(mask, ink[rows, cols], 0.0)
+        x0, y0 = (left + cols.start * factor) * scale_x, (top + rows.start * factor) * scale_y
+        x1, y1 = (left + cols.stop * factor) * scale_x, (top + rows.stop * factor) * scale_y
+        box = (int(x0), int(y0), max(1, round(x1 - int(x0))), max(1, round(y1 - int(y0))))
+        return FoundDigit(centre_by_mass(fit_box(digit)), box)
+
+    choices = [[[found(*mask) for mask in option] for option in options] for options in digit_masks(ink)]
+    if not choices:
+        raise NoDigitFound("no digit found: the image holds only specks or lines")
+    return choices
+
+
+def digit_masks(ink):
+    """For each group of ink, left to right, its options (see digit_choices), each a list
+    of digits as (row slice, column slice, mask of its ink in that box), the mask taking
+    in the soft rim around its strokes."""
+    core = ink > INK_CORE
+    stroke = stroke_width(ink)
+    bridge = max(1, round(BRIDGE * stroke))
+    labels, count = ndimage.label(grow(core, bridge), structure=np.ones((3, 3)))
+    labels *= core
+    pieces = [Piece.of(labels, index, box) for index, box in enumerate(ndimage.find_objects(labels), start=1) if box]
+    if not pieces:
+        return []
+    row_height = row_height_of(pieces)
+    groups = sorted(grouped(pieces, row_height), key=lambda group: group.left)
+    # Touching digits make a group much wider than the row's other digits (1s aside),
+    # or than digits usually are for their height.
+    wide = [group.width for group in groups if group.width >= NARROW * row_height] or [row_height]
+    usual = min(float(np.median(wide)), DIGIT_WIDTH * row_height)
+    choices = []
+    for group in groups:
+        options = []
+        for widest, crossings in ((CUT_WIDTH * usual, 1), (EAGER_CUT_WIDTH * usual, EAGER_CROSSINGS)):
+            digits = [digit for digit in cut_apart(group, labels, row_height, widest, stroke, crossings)
+                      if digit.height >= SPECK * row_height]
+            if digits and all(digits != option for option in options):
+                options.append(digits)
+        if options and options[0]:
+            choices.append([[digit_mask(digit, labels) for digit in option] for option in options])
+    return choices
+
+
+def digit_mask(digit, labels):
+    """(rows, cols, mask) of a digit: its box, with room for the rim (two pixels each way)."""
+    top, left = max(0, digit.top - 2), max(0, digit.left - 2)
+    rows = slice(top, min(labels.shape[0], digit.bottom + 2))
+    cols = slice(left, min(labels.shape[1], digit.right + 2))
+    mine = np.isin(labels[rows, cols], digit.indices)
+    mine[:, : digit.left - left] = False
+    mine[:, digit.right - left :] = False
+    return rows, cols, grow(mine, 2)
+
+
+@dataclass
+class Piece:
+    """Connected ink (`indices`: its labels), limited to columns [left, right)."""
+
+    indices: list
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @classmethod
+    def of(cls, labels, index, box):
+        return cls([index], box[0].start, box[0].stop, box[1].start, box[1].stop)
+
+    @property
+    def height(self):
+        return self.bottom - self.top
+
+    @property
+    def width(self):
+        return self.right - self.left
+
+    def joined(self, other):
+        return Piece(self.indices + other.indices, min(self.top, other.top), max(self.bottom, other.bottom),
+                     min(self.left, other.left), max(self.right, other.right))
+
+
+def row_height_of(pieces):
+    """The height of a digit in this row: the median of the pieces at least half as
+    tall as the tallest (fragments and specks aside)."""
+    tallest = max(piece.height for piece in pieces)
+    return float(np.median([piece.height for piece in pieces if piece.height >= tallest / 2]))
+
+
+def overlap(low_a, high_a, low_b, high_b):
+    return max(0, min(high_a, high_b) - max(low_a, low_b))
+
+
+def stacked(a, b):
+    """Two pieces one above the other: much overlap across, little downwards."""
+    across = overlap(a.left, a.right, b.left, b.right)
+    downwards = overlap(a.top, a.bottom, b.top, b.bottom)
+    return across >= OVERLAP * min(a.width, b.width) and downwards < STACKED * min(a.height, b.height)
+
+
+def grouped(pieces, row_height):
+    """Pieces of one digit joined: pieces one above the other (a broken stroke), and
+    each fragment (a detached bar, the dot-like top of a 7, a second stroke) with the
+    piece it overlaps most across, or else, if it is a mere scrap, the nearest piece."""
+    groups = sorted(pieces, key=lambda piece: piece.left)
+    while len(groups) > 1:
+        pairs = [(i, j) for i in range(len(groups)) for j in range(i + 1, len(groups))
+                 if stacked(groups[i], groups[j])]
+        if not pairs:
+            fragments = [i for i, piece in enumerate(groups) if piece.height < FRAGMENT * row_height]
+            pairs = [pair for pair in map(partner, [(i, groups, row_height) for i in fragments]) if pair]
+        if not pairs:
+            return groups
+        i, j = min(pairs[0]), max(pairs[0])
+        groups[i] = groups[i].joined(groups.pop(j))
+    return groups
+
+
+def partner(args):
+    """(fragment, the piece it belongs to) or None."""
+    index, groups, row_height = args
+    fragment = groups[index]
+    others = [j for j in range(len(groups)) if j != index]
+    if not others:
+        return None
+    shared = [overlap(fragment.left, fragment.right, groups[j].left, groups[j].right) for j in others]
+    best = int(np.argmax(shared))
+    if shared[best] >= OVERLAP * fragment.width:
+        return index, others[best]
+    gaps = [max(fragment.left, groups[j].left) - min(fragment.right, groups[j].right) for j in others]
+    nearest = int(np.argmin(gaps))
+    if fragment.height < SPECK * row_height and gaps[nearest] <= NEAR * row_height:
+        return index, others[nearest]
+    return None
+
+
+def cut_apart(group, labels, row_height, widest, stroke, crossings=1):
+    """A group too wide for one digit, cut at the column crossing the least ink between
+    two parts that each look like a digit (tall enough, wide enough), again and again.
+    A cut crosses at most `crossings` strokes."""
+    if group.width <= widest:
+        return [group]
+    rows = slice(group.top, group.bottom)
+    cols = slice(group.left, group.right)
+    ink = np.isin(labels[rows, cols], group.indices)
+    columns = ink.sum(axis=0)
+    inked = ink.any(axis=1)
+    first = np.sort(np.where(inked, ink.argmax(axis=1), group.width))
+    last = np.sort(np.where(inked, group.width - 1 - ink[:, ::-1].argmax(axis=1), -1))
+    narrowest = max(1, round(NARROWEST * row_height))
+    cuts = np.arange(narrowest, group.width - narrowest + 1)
+    # Rows with ink left of each cut, and right of it: the bar of a wide 7 or the base
+    # of a 2 has ink on few rows, and is no digit of its own.
+    left_rows = np.searchsorted(first, cuts)
+    right_rows = last.size - np.searchsorted(last, cuts)
+    # A join is one short run of ink down the column (the middle of a 0 has two), or
+    # none where pieces were grouped only by the bridging of small gaps. Of
+    # equally thin joins, the one nearest the middle: two digits are about as wide.
+    runs = ink[0].astype(int) + (ink[1:] & ~ink[:-1]).sum(axis=0)
+    cost = columns[cuts] + np.abs(cuts - group.width / 2) / group.width
+    cost[(np.minimum(left_rows, right_rows) < TALL * row_height) | (runs[cuts] > crossings)] = np.inf
+    # Two halves that are both as narrow as a 1 are the sides of a 0 (or a U-shaped
+    # one), not two digits.
+    cost[np.maximum(cuts, group.width - cuts) < HALF_WIDE * row_height] = np.inf
+    # A sliver off a digit (the overlapping end of a 0's loop) holds little of the ink.
+    mass = np.cumsum(columns)[cuts - 1]
+    cost[np.minimum(mass, columns.sum() - mass) < LEAST_INK * np.maximum(mass, columns.sum() - mass)] = np.inf
+    if cuts.size == 0 or cost.min() >= CUT_INK * stroke:
+        return [group]
+    best = int(cuts[cost.argmin()])
+    cut = group.left + best
+    left = Piece(group.indices, group.top, group.bottom, group.left, cut)
+    right = Piece(group.indices, group.top, group.bottom, cut, group.right)
+    # Once a group proved to be several digits, a part as wide as a usual digit may be two.
+    usual = min(widest, CUT_WIDTH * DIGIT_WIDTH * row_height) / CUT_WIDTH
+    return (cut_apart(left, labels, row_height, usual, stroke, crossings)
+            + cut_apart(right, labels, row_height, usual, stroke, crossings))
 
 
 def prepare_xception_input(image):

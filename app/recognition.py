@@ -1,19 +1,25 @@
 """From an accepted upload to an answer: shared by the pages and the JSON API.
 
-Route -> admitted -> read_upload -> prepare_image -> model -> JSON or template.
+Route -> admitted -> read_upload -> prepare_image (prepare_digits) -> model -> JSON or template.
 """
 
+import io
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
+import numpy as np
 from flask import abort, current_app
+from PIL import Image
 
 from .models import DIGIT_MODELS, ModelUnavailable, top_predictions
-from .preprocessing import NoDigitFound, prepare_digit, prepare_image, prepare_xception_input
+from .preprocessing import (NoDigitFound, digit_choices, exif_orientation, prepare_digit, prepare_image,
+                            prepare_xception_input)
 
 # The uncertainty rule (shown on the models page, documented in the README): an answer is
 # "not sure" when the headline model's top probability is under this, or when the models
 # that answered disagree. The API runs one model, so there only the first half applies.
 UNSURE_BELOW = 0.8
+MAX_DIGITS = 20  # longer rows are not numbers people write (and bound a request's work)
 
 
 def registry():
@@ -72,6 +78,93 @@ def digit_model(model_name):
 def digit_probabilities(digit, model_name):
     """The model's 10 probabilities for one prepared digit."""
     return digit_model(model_name)(digit)[0]
+
+
+class TooManyDigits(ValueError):
+    """The picture holds more digits than a number this app reads."""
+
+
+@dataclass(frozen=True)
+class DigitReading:
+    digit: int
+    confidence: float
+    probabilities: list  # 10 floats
+    box: tuple  # (x, y, width, height) in the uploaded picture's upright pixels
+    pixels: np.ndarray  # the 28x28 input the model saw
+
+
+@dataclass(frozen=True)
+class NumberReading:
+    model: str
+    digits: list  # [DigitReading], left to right
+
+    @property
+    def number(self):
+        return "".join(str(reading.digit) for reading in self.digits)
+
+    @property
+    def confidence(self):
+        """The least sure digit's confidence: a number is only as sure as its weakest digit."""
+        return min(reading.confidence for reading in self.digits)
+
+    def as_json(self):
+        return {
+            "model": self.model,
+            "number": self.number,
+            "confidence": self.confidence,
+            "digits": [{"digit": reading.digit, "confidence": reading.confidence,
+                        "probabilities": reading.probabilities, "box": list(reading.box)}
+                       for reading in self.digits],
+        }
+
+
+def read_number(image, model_name, size=None):
+    """A decoded picture of a number -> NumberReading, all its digits in one model call.
+
+    For every caller: the API, the pages, batch jobs. `size`: the upright (width,
+    height) the boxes refer to (see prepare_digits). Raises NoDigitFound (its message
+    begins "no digits found" when the picture holds no digit), TooManyDigits, and
+    answers 503 through digit_model when the model can't load.
+    """
+    try:
+        choices = digit_choices(image, size)
+    except NoDigitFound as exc:
+        raise NoDigitFound(str(exc).replace("no digit found:", "no digits found:", 1)) from None
+    too_many(sum(len(options[0]) for options in choices))
+    # Every option of every group in one batch: one model call for the whole number.
+    candidates = [digit for options in choices for option in options for digit in option]
+    rows = iter(digit_model(model_name)(np.stack([digit.pixels for digit in candidates])))
+    readings = []
+    for options in choices:
+        read = [[DigitReading(int(row.argmax()), float(row.max()), [float(p) for p in row], digit.box, digit.pixels)
+                 for digit, row in zip(option, rows)] for option in options]
+        # Where the group might be touching digits, the cut the model is surer of all its parts of.
+        readings += max(read, key=lambda option: min(reading.confidence for reading in option))
+    too_many(len(readings))
+    return NumberReading(model_name, readings)
+
+
+def too_many(count):
+    if count > MAX_DIGITS:
+        raise TooManyDigits(f"too many digits: found {count}, and a number may have at most {MAX_DIGITS}; "
+                            "photograph fewer digits at a time")
+
+
+def number_from(upload, model_name):
+    """read_number for an accepted upload; 400 when it holds no digits or too many."""
+    try:
+        return read_number(upload.image, model_name, uploaded_size(upload))
+    except (NoDigitFound, TooManyDigits) as exc:
+        abort(400, description=str(exc))
+
+
+def uploaded_size(upload):
+    """The upload's upright (width, height), as sent: a JPEG may have been decoded at
+    a reduced scale (images.open_untrusted's draft), so its header is read again."""
+    width, height = upload.image.size
+    if upload.format in ("JPEG", "MPO"):
+        width, height = Image.open(io.BytesIO(upload.data)).size
+    return (height, width) if exif_orientation(upload.image) in (5, 6, 7, 8) else (width, height)
 
 
 def xception_top5(upload):

@@ -64,6 +64,30 @@ def draw_on_canvas(strokes, fill=0.75, anchor=(0.5, 0.5), canvas=CANVAS_SIZE, pe
     return image
 
 
+def written_number(digits28, height=120, gaps=None, margin=30):
+    """MNIST-style 28x28 digits (light on black) side by side as one clean drawing:
+    black ink on white, each digit `height` pixels tall (from its own ink), `gaps`
+    pixels apart (default a third of the height). For numbers made of real
+    handwritten digits: the tests' MNIST fixture, the benchmark."""
+    gaps = [height // 3] * (len(digits28) - 1) if gaps is None else list(gaps)
+    pieces = []
+    for digit in digits28:
+        digit = np.asarray(digit, dtype=np.float32)
+        rows, cols = np.flatnonzero(digit.max(axis=1) > 0), np.flatnonzero(digit.max(axis=0) > 0)
+        crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        scale = height / crop.shape[0]
+        size = (max(1, round(crop.shape[1] * scale)), height)
+        pieces.append(np.asarray(Image.fromarray(crop / crop.max(), "F").resize(size, Image.Resampling.BICUBIC)))
+    width = sum(piece.shape[1] for piece in pieces) + sum(gaps) + 2 * margin
+    ink = np.zeros((height + 2 * margin, width), np.float32)
+    x = margin
+    for piece, gap in zip(pieces, gaps + [0]):
+        ink[margin : margin + height, x : x + piece.shape[1]] = np.maximum(
+            ink[margin : margin + height, x : x + piece.shape[1]], piece)
+        x += piece.shape[1] + gap
+    return Image.fromarray(((1.0 - np.clip(ink, 0, 1)) * 255).round().astype(np.uint8), "L").convert("RGB")
+
+
 def png_bytes(image):
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
@@ -81,12 +105,13 @@ def photograph(drawing, size=(640, 480), paper="plain", digit_height=0.5, seed=0
     rng = np.random.default_rng(seed)
     width, height = size
     side = round(digit_height * height)
-    ink = 1.0 - np.asarray(drawing.convert("L").resize((side, side), Image.Resampling.BILINEAR),
+    across = round(side * drawing.width / drawing.height)  # a number's drawing is wider than tall
+    ink = 1.0 - np.asarray(drawing.convert("L").resize((across, side), Image.Resampling.BILINEAR),
                            dtype=np.float32) / 255.0
     coverage = np.zeros((height, width), np.float32)
     top = int(rng.integers(height // 20, height - side - height // 20 + 1))
-    left = int(rng.integers(width // 8, width - side - width // 8 + 1))
-    coverage[top : top + side, left : left + side] = ink * 0.92  # ballpoint ink is not pitch black
+    left = int(rng.integers(width // 8, width - across - width // 8 + 1))
+    coverage[top : top + side, left : left + across] = ink * 0.92  # ballpoint ink is not pitch black
     page = np.empty((height, width, 3), np.float32)
     page[:] = (238, 236, 228)  # off-white paper
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -15,10 +15,16 @@ The inputs: a 28x28 MNIST PNG (the smallest upload), a 7 drawn on the home page'
 canvas (a 280x280 RGBA PNG, as the page sends it), a 12-megapixel phone photo of a 7
 on paper (4000x3000 JPEG, about 2 MB), and a 640x480 photo-like JPEG for Xception.
 
+A whole number: a photo (1200x400 JPEG) of a 6-digit number written with MNIST test
+digits, through /api/predict/number, against a photo of the same size of one of those
+digits through /api/predict/mnist?model=cnn, the two requests taking turns.
+
 The goals: a digit prediction within 3x a /health round trip (28x28 PNG), a drawn digit
 within 3x (dense) and 4x (cnn), a 12 MP photo's digit within 0.6x one full decode of
 that JPEG in this process, and a served Xception prediction within 1.25x one compiled
-forward pass in this process (what serving adds), on either photo.
+forward pass in this process (what serving adds), on either photo; a 6-digit number
+within 1.5x one digit of the same photo size (segmentation and a batched model call
+cost little more than one digit).
 The /v1 (TF Serving protocol) rows show the digit models without image work or storage.
 """
 
@@ -44,7 +50,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
-from app.samples import STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes, multipart, photograph, png_bytes  # noqa: E402
+from app.samples import (STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes, multipart, photograph, png_bytes,  # noqa: E402
+                         written_number)
 from benchmarks.live_server import all_workers_warm, free_port  # noqa: E402
 from train_mnist import load_mnist_idx  # noqa: E402
 
@@ -52,6 +59,9 @@ PHONE_PHOTO = RESULTS / "cache" / "phone_photo_12mp.jpg"
 IMAGENET_WEIGHTS = Path.home() / ".keras" / "models" / "xception_weights_tf_dim_ordering_tf_kernels.h5"
 RANDOM_WEIGHTS = RESULTS / "cache" / "xception_random.weights.h5"
 PHOTO_SIZE = (640, 480)
+NUMBER_PHOTO_SIZE = (1200, 400)
+NUMBER = "203719"  # each digit the fixture's first of its kind
+NUMBER_GOAL = 1.5  # a 6-digit number's p50 / one digit's p50, photos of the same size
 CLIENTS = (1, 4, 16)
 THROUGHPUT_REQUESTS = ("POST /api/predict/mnist dense", "POST /api/predict/mnist cnn", "POST /api/predict/xception")
 DIGIT_GOAL = 3.0  # digit p50 / health p50
@@ -100,6 +110,18 @@ def phone_photo():
     return PHONE_PHOTO.read_bytes()
 
 
+def number_photos():
+    """(a photo of the 6-digit NUMBER, a photo of its first digit alone), both 1200x400 JPEGs."""
+    _, (images, labels) = load_mnist_idx(ROOT / "tests" / "fixtures" / "mnist")
+    digits = [images[int(np.flatnonzero(labels == int(d))[0])] for d in NUMBER]
+    photos = []
+    for row in (digits, digits[:1]):
+        photo = photograph(written_number(row, height=120, gaps=[50] * (len(row) - 1)), size=NUMBER_PHOTO_SIZE,
+                           digit_height=0.45, seed=6)
+        photos.append(jpeg_bytes(photo, quality=90))
+    return photos
+
+
 def tf_serving_body(arch):
     """The digit as one instance of a TF Serving predict request for `arch`."""
     pixels = mnist_digit().astype(np.float32) / 255.0
@@ -121,6 +143,7 @@ def photo_jpeg(size=PHOTO_SIZE):
 def request_table():
     """name -> (method, path, body, headers) for every measured request."""
     png, jpeg, canvas, phone = digit_png(), photo_jpeg(), canvas_png(), phone_photo()
+    number, one_digit = number_photos()
     return {
         "GET /health": ("GET", "/health", None, {}),
         "POST /api/predict/mnist dense": ("POST", "/api/predict/mnist", *upload("digit.png", png, model="dense")),
@@ -132,6 +155,10 @@ def request_table():
                                                        *upload("phone.jpg", phone, model="dense")),
         "POST /api/predict/mnist cnn, 12 MP photo": ("POST", "/api/predict/mnist",
                                                      *upload("phone.jpg", phone, model="cnn")),
+        "POST /api/predict/number cnn, 6-digit 1200x400 photo": ("POST", "/api/predict/number",
+                                                                 *upload("number.jpg", number, model="cnn")),
+        "POST /api/predict/mnist cnn, 1-digit 1200x400 photo": ("POST", "/api/predict/mnist",
+                                                                *upload("one.jpg", one_digit, model="cnn")),
         "POST /api/predict/xception": ("POST", "/api/predict/xception", *upload("photo.jpg", jpeg)),
         "POST /api/predict/xception, 12 MP photo": ("POST", "/api/predict/xception", *upload("phone.jpg", phone)),
         # The same models without the image work and upload storage: what the model path itself costs.
@@ -383,17 +410,27 @@ def cold_start(workdir, requests, env):
 
 
 def check_answers(port, requests):
-    """The drawn 7 and the photographed 7 must be read as 7: a fast wrong answer is no result."""
+    """The drawn 7 and the photographed 7 must be read as 7, and the number photos as
+    theirs: a fast wrong answer is no result."""
     client = Client(port)
+    expected = {name: ("prediction", 7) for name in requests
+                if "canvas" in name or ("12 MP" in name and "xception" not in name)}
+    expected.update({name: ("number", NUMBER) for name in requests if "/number" in name})
+    expected.update({name: ("prediction", int(NUMBER[0])) for name in requests if "1-digit" in name})
     try:
-        for name, request in requests.items():
-            if "canvas" in name or ("12 MP" in name and "xception" not in name):
-                client.connection.request(request[0], request[1], request[2], request[3])
-                answer = json.loads(client.connection.getresponse().read())
-                if answer.get("prediction") != 7:
-                    raise RuntimeError(f"{name}: expected 7, got {answer}")
+        for name, (key, value) in expected.items():
+            request = requests[name]
+            client.connection.request(request[0], request[1], request[2], request[3])
+            answer = json.loads(client.connection.getresponse().read())
+            if answer.get(key) != value:
+                raise RuntimeError(f"{name}: expected {value}, got {answer}")
     finally:
         client.close()
+
+
+def number_latency(port, requests, count):
+    """The number photo and the one-digit photo of the same size, taking turns."""
+    return interleaved_latency(port, {name: request for name, request in requests.items() if "1200x400" in name}, count)
 
 
 def warm_server(workdir, requests, env, args):
@@ -412,6 +449,7 @@ def warm_server(workdir, requests, env, args):
             results[f"health beside {arch}"] = turns[kinds[0]][0]
         for name in [name for name in requests if "12 MP" in name and "xception" not in name]:
             results["latency"][name] = sequential_latency(server.port, requests[name], args.photo_requests)
+        results["latency"].update(number_latency(server.port, requests, args.photo_requests))
         for name in [name for name in requests if "xception" in name]:
             results["latency"][name] = sequential_latency(server.port, requests[name], args.xception_requests)
         for name in THROUGHPUT_REQUESTS:
@@ -477,6 +515,9 @@ def goals_section(results):
            PHONE_PHOTO_GOAL) for arch in ("dense", "cnn")),
         ("Xception on the 12 MP photo p50 / compiled forward p50",
          p50["POST /api/predict/xception, 12 MP photo"] / percentile_ms(results["forward"], 50), XCEPTION_GOAL),
+        ("6-digit number photo p50 / 1-digit photo (cnn, same 1200x400 size) p50",
+         p50["POST /api/predict/number cnn, 6-digit 1200x400 photo"]
+         / p50["POST /api/predict/mnist cnn, 1-digit 1200x400 photo"], NUMBER_GOAL),
     ]
     rows = [(name, f"{value:.2f}", f"<= {goal}", "yes" if value <= goal else "NO") for name, value, goal in ratios]
     for arch in ("dense", "cnn"):  # for comparison: the model path alone, no image work, no upload stored
@@ -513,6 +554,7 @@ def report(results, args):
         "request in turn, per model "
         "(each ratio uses the health requests of its own rounds); "
         f"{args.photo_requests} sequential 12 MP photo digit requests per model; "
+        f"{args.photo_requests} rounds of a 6-digit number photo and a one-digit photo (1200x400) in turn; "
         f"{args.xception_requests} sequential Xception requests per photo; "
         f"throughput runs of {args.duration:g} s ({3 * args.duration:g} s for Xception).",
     ]
@@ -529,6 +571,8 @@ def parse_args(argv):
                         help="sequential 12 MP photo digit requests, per model, and full decodes of that photo")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, short runs")
+    parser.add_argument("--numbers-only", action="store_true",
+                        help="only the number row: a 6-digit number photo against a one-digit photo, printed")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
     args = parser.parse_args(argv)
     if args.quick:
@@ -536,8 +580,26 @@ def parse_args(argv):
     return args
 
 
+def numbers_only(args):
+    """The number row alone, on a warm server: its latencies and ratio, printed."""
+    requests = {name: request for name, request in request_table().items() if "1200x400" in name}
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
+        with production_server(Path(scratch)) as server:
+            server.wait_until_warm()
+            check_answers(server.port, requests)
+            latency = number_latency(server.port, requests, args.photo_requests)
+    for name, (times, errors) in latency.items():
+        print(f"{name}: n {len(times)}, p50 {percentile_ms(times, 50):.2f} ms, p99 {percentile_ms(times, 99):.2f} ms, "
+              f"errors {errors}")
+    number, one = (percentile_ms(times, 50) for times, _ in latency.values())
+    print(f"ratio {number / one:.2f} (goal <= {NUMBER_GOAL}); load average {os.getloadavg()[0]:.2f}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.numbers_only:
+        numbers_only(args)
+        return
     markdown = report(run(args), args)
     print(markdown)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -98,9 +98,14 @@ def make_photo(digit28, rng, light_on_dark, size=None):
     if size is None:
         size = [(300, 300), (400, 300), (480, 640), (640, 480), (800, 600), (600, 800),
                 (1024, 768), (1200, 900), (900, 1200), (512, 512)][rng.integers(10)]
+    mask = _ink_mask(digit28, rng, rng.uniform(0.15, 0.7) * min(size))
+    return photo_of(mask, rng, light_on_dark, size)
+
+
+def photo_of(mask, rng, light_on_dark, size):
+    """An ink-coverage mask (0..1) written on paper or a chalkboard of `size`, photographed."""
     W, H = size
     S = min(W, H)
-    mask = _ink_mask(digit28, rng, rng.uniform(0.15, 0.7) * S)
     # Keep the whole digit inside the frame with a margin; shrink it if rotation grew it.
     margin = int(0.04 * S)
     fit = min(1.0, (W - 2 * margin) / mask.shape[1], (H - 2 * margin) / mask.shape[0])

@@ -267,3 +267,12 @@ def test_the_box_mean_extremes_are_those_of_scipys_uniform_filter(shape):
     array = np.random.default_rng(sum(shape)).random(shape, dtype=np.float32)
     blurred = ndimage.uniform_filter(array, 3)
     np.testing.assert_allclose(box_mean_extremes(array), (blurred.min(), blurred.max()), rtol=1e-6)
+
+
+@pytest.mark.parametrize("sag", [1, 3, 7])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_band_reach_is_the_maximum_filter_it_stands_in_for(sag, axis):
+    from app.preprocessing import band_reach
+
+    core = np.random.default_rng(sag + axis).random((171, 512)) < 0.05
+    np.testing.assert_array_equal(band_reach(core, sag, axis), ndimage.maximum_filter1d(core, sag, axis=axis))

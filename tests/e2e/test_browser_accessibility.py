@@ -12,7 +12,7 @@ CONTROLS = "input, button, select, textarea, canvas"
 MAX_TABS = 30  # more presses than any of our pages has stops
 
 
-@pytest.mark.parametrize("path", ["/", "/xception"])
+@pytest.mark.parametrize("path", ["/", "/?mode=number", "/xception"])
 def test_every_form_control_has_an_accessible_name(page, path):
     page.goto(path)
     unnamed = [control for control, name in accessible_names(page, CONTROLS) if not name.strip()]

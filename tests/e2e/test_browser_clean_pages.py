@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 PHOTO = Path(__file__).resolve().parent.parent / "fixtures" / "photos" / "digit_photo_3.jpg"
 
 
-@pytest.mark.parametrize("path", ["/", "/xception", "/models"])
+@pytest.mark.parametrize("path", ["/", "/?mode=number", "/xception", "/models"])
 def test_a_page_loads_without_errors(page, problems, path):
     page.goto(path, wait_until="networkidle")  # images, styles, scripts, icon: all of it
 

@@ -1,0 +1,121 @@
+"""A visitor reads a whole number in Chromium (uploaded or written on the wide canvas),
+and sees answers appear while drawing, on both canvases."""
+
+import pytest
+from playwright.sync_api import expect
+
+from .strokes import draw_with_mouse
+
+# Digits on the number canvas (840x280), in canvas units: each about a fifth of the
+# width apart, as people write a number from left to right.
+def at(stroke_list, left, width=0.12, top=0.15, height=0.7):
+    return [[(left + x * width, top + y * height) for x, y in stroke] for stroke in stroke_list]
+
+
+NUMBER_ONE = [[(0.5, 0.0), (0.45, 1.0)]]
+NUMBER_SEVEN = [[(0.0, 0.0), (1.0, 0.0), (0.35, 1.0)]]
+NUMBER_FOUR = [[(0.15, 0.0), (0.0, 0.62), (1.0, 0.62)], [(0.75, 0.2), (0.75, 1.0)]]
+
+
+@pytest.fixture
+def number_png(tmp_path, mnist_sample_for_browser):
+    """A photo-sized PNG of the number 2026 written with real MNIST test digits."""
+    from app.samples import photograph, written_number
+
+    images, labels = mnist_sample_for_browser
+    digits = [images[int(next(i for i, label in enumerate(labels) if label == int(d) and i >= skip))]
+              for d, skip in zip("2026", (0, 0, 40, 0))]
+    path = tmp_path / "number.jpg"
+    photograph(written_number(digits), size=(1000, 400), digit_height=0.4, seed=3).save(path, quality=90)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_sample_for_browser():
+    from helpers import FIXTURES
+    from train_mnist import load_mnist_idx
+
+    _, (images, labels) = load_mnist_idx(FIXTURES / "mnist")
+    return images, labels
+
+
+def test_an_uploaded_photo_of_a_number_is_read_and_boxed(page, number_png):
+    page.goto("/")
+    page.get_by_test_id("number-mode").click()
+    page.get_by_test_id("number-input").set_input_files(number_png)
+    page.get_by_test_id("number-submit").click()
+
+    expect(page.get_by_test_id("number-result")).to_have_text("2026")
+    expect(page.get_by_test_id("number-boxes").locator("rect")).to_have_count(4)
+    expect(page.get_by_alt_text("Your image")).to_be_visible()
+    expect(page.get_by_alt_text("Digit 4 as the model saw it (28 by 28)")).to_be_visible()
+
+
+def test_a_number_written_on_the_canvas_is_read(page):
+    page.goto("/?mode=number")
+    canvas = page.get_by_test_id("number-canvas")
+    draw_with_mouse(page, canvas, at(NUMBER_SEVEN, 0.2) + at(NUMBER_ONE, 0.45) + at(NUMBER_FOUR, 0.65))
+    page.get_by_test_id("number-draw-submit").click()
+
+    expect(page.get_by_test_id("number-result")).to_have_text("714")
+
+
+def test_the_number_canvas_answers_while_drawing_and_forgets_on_clear(page, base_url):
+    page.goto("/?mode=number")
+    canvas = page.get_by_test_id("number-canvas")
+    live = page.get_by_test_id("number-live")
+    expect(live).to_have_attribute("aria-live", "polite")
+
+    draw_with_mouse(page, canvas, at(NUMBER_SEVEN, 0.2))
+    expect(live.get_by_test_id("live-value")).to_have_text("7")
+    draw_with_mouse(page, canvas, at(NUMBER_ONE, 0.45))
+    expect(live.get_by_test_id("live-value")).to_have_text("71")
+    expect(live.locator("meter")).to_have_count(20)  # ten bars for each digit
+
+    page.get_by_test_id("number-clear").click()
+    expect(live).to_be_empty()
+    expect(page).to_have_url(f"{base_url}/?mode=number")  # no navigation, ever
+
+
+def test_the_digit_canvas_answers_while_drawing_and_forgets_on_clear(page, base_url):
+    page.goto("/")
+    canvas = page.get_by_test_id("draw-canvas")
+    live = page.get_by_test_id("draw-live")
+    one = [[(0.6, 0.15), (0.6, 0.85)]]
+    four_left = [[(0.3, 0.15), (0.25, 0.6), (0.8, 0.6)]]
+
+    draw_with_mouse(page, canvas, one)
+    expect(live.get_by_test_id("live-value")).to_have_text("1")
+    draw_with_mouse(page, canvas, four_left)
+    expect(live.get_by_test_id("live-value")).to_have_text("4")
+    expect(live.locator("meter")).to_have_count(10)
+
+    page.get_by_test_id("draw-clear").click()
+    expect(live).to_be_empty()
+    expect(page).to_have_url(f"{base_url}/")
+
+
+def test_an_answer_for_a_drawing_that_changed_is_never_shown(page):
+    """The server is slowed down: a stroke drawn while an answer is on its way makes that
+    answer stale, so only the answer for the whole drawing may appear, once."""
+    page.goto("/?mode=number")
+    answers = []
+
+    def slow(route):
+        import time
+        time.sleep(0.8)
+        response = route.fetch()
+        answers.append(response.json()["number"])
+        route.fulfill(response=response)
+
+    page.route("**/api/predict/number", slow)
+    canvas = page.get_by_test_id("number-canvas")
+    live = page.get_by_test_id("number-live")
+    draw_with_mouse(page, canvas, at(NUMBER_SEVEN, 0.2))
+    page.wait_for_timeout(400)  # the debounced request for "7" is in flight now
+    draw_with_mouse(page, canvas, at(NUMBER_ONE, 0.45))
+
+    expect(live.get_by_test_id("live-value")).to_have_text("71")
+    page.wait_for_timeout(1500)
+    assert answers == ["7", "71"], "one request at a time: the stale one, then the current drawing's"
+    expect(live.get_by_test_id("live-value")).to_have_text("71")

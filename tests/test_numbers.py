@@ -1,0 +1,326 @@
+"""Whole numbers: prepare_digits' segmentation battery, POST /api/predict/number's
+contract and errors, and the number pages. Numbers are built from the committed
+MNIST test digits (app.samples.written_number) and drawn strokes; no fonts needed."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from app.preprocessing import NoDigitFound, digit_choices, prepare_digits, prepare_image
+from app.recognition import MAX_DIGITS
+from app.samples import STRAIGHT_DIGITS, draw_on_canvas, photograph, written_number
+from helpers import FIXTURES, encode, post_file
+
+STORED_NAME = re.compile(r"[0-9a-f]{32}\.(png|jpg)")
+
+
+def sure_digits(mnist_sample, digits, registry):
+    """For each wanted digit, a fixture MNIST test digit of it that the CNN reads right
+    with confidence: the battery tests segmentation, not the model's hard cases."""
+    images, labels = mnist_sample
+    probabilities = registry.digit("cnn")(images.astype(np.float32) / 255)
+    picks = []
+    for wanted in digits:
+        candidates = np.flatnonzero((labels == wanted) & (probabilities.argmax(1) == wanted)
+                                    & (probabilities.max(1) > 0.99))
+        picks.append(images[candidates[len(picks) % len(candidates)]])
+    return picks
+
+
+@pytest.fixture
+def number_of(mnist_sample, registry):
+    def make(text, **options):
+        return written_number(sure_digits(mnist_sample, [int(d) for d in text], registry), **options)
+    return make
+
+
+def read(image, registry, model="cnn"):
+    """prepare_digits' own reading (no second options): what segmentation alone gets right."""
+    found = prepare_digits(image)
+    return "".join(str(int(row.argmax())) for row in registry.digit(model)(np.stack([d.pixels for d in found])))
+
+
+def strokes_image(digit_strokes, height=160, pen=14, gap=50, margin=30):
+    """Digits given as strokes in digit units (1 tall) drawn side by side, black on white."""
+    widths = [max(x for stroke in strokes for x, _ in stroke) - min(x for stroke in strokes for x, _ in stroke)
+              for strokes in digit_strokes]
+    image = Image.new("L", (int(sum(w * height for w in widths) + gap * len(widths) + 2 * margin), height + 2 * margin), 255)
+    draw = ImageDraw.Draw(image)
+    x = margin
+    for strokes, width in zip(digit_strokes, widths):
+        left = min(px for stroke in strokes for px, _ in stroke)
+        for stroke in strokes:
+            points = [(x + (px - left) * height, margin + py * height) for px, py in stroke]
+            draw.line(points, fill=0, width=pen, joint="curve")
+            for cx, cy in (points[0], points[-1]):
+                draw.ellipse((cx - pen / 2, cy - pen / 2, cx + pen / 2, cy + pen / 2), fill=0)
+        x += width * height + gap
+    return image.convert("RGB")
+
+
+ONE = [[(0.1, 0.05), (0.0, 1.0)]]
+# Pieces of one digit that do not touch.
+FIVE_WITH_A_DETACHED_BAR = [[(0.1, 0.12), (0.06, 0.45), (0.36, 0.37), (0.6, 0.45), (0.68, 0.68), (0.55, 0.9),
+                             (0.3, 1.0), (0.02, 0.92)], [(0.2, 0.0), (0.75, 0.0)]]
+FOUR_IN_TWO_STROKES = [[(0.05, 0.0), (0.0, 0.6), (0.45, 0.6)], [(0.6, 0.1), (0.6, 1.0)]]
+SEVEN_WITH_A_BROKEN_LINE = [[(0.0, 0.0), (0.62, 0.0), (0.45, 0.42)], [(0.38, 0.58), (0.22, 1.0)]]
+SEVEN_WITH_A_DOT_TOP = [[(0.0, 0.0), (0.0, 0.02)], [(0.16, 0.0), (0.62, 0.0), (0.22, 1.0)]]
+ONE_BROKEN_IN_TWO = [[(0.0, 0.0), (0.0, 0.45)], [(0.0, 0.57), (0.0, 1.0)]]
+
+
+@pytest.mark.parametrize("digit_strokes, expected", [
+    ([ONE, FIVE_WITH_A_DETACHED_BAR, ONE], "151"),
+    ([FOUR_IN_TWO_STROKES, ONE], "41"),
+    ([ONE, SEVEN_WITH_A_BROKEN_LINE], "17"),
+    ([SEVEN_WITH_A_DOT_TOP, ONE], "71"),
+    ([ONE_BROKEN_IN_TWO, FOUR_IN_TWO_STROKES, ONE_BROKEN_IN_TWO], "141"),
+], ids=["5-with-a-detached-bar", "4-in-two-strokes", "7-with-a-broken-line", "7-with-a-dot-top",
+        "1s-broken-in-two"])
+def test_the_pieces_of_one_digit_are_merged(registry, digit_strokes, expected):
+    image = strokes_image(digit_strokes)
+    assert len(prepare_digits(image)) == len(expected)
+    assert read(image, registry) == expected
+
+
+def joined(image, pen=9):
+    """Cursive-style joins: a stroke along the baseline from each digit to the next."""
+    gray = np.asarray(image.convert("L"))
+    inked_columns = np.flatnonzero((gray < 128).any(axis=0))
+    gaps = np.flatnonzero(np.diff(inked_columns) > 1)
+    rows = np.flatnonzero((gray < 128).any(axis=1))
+    baseline = int(rows[-1] - 0.15 * (rows[-1] - rows[0]))
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    for gap in gaps:
+        draw.line((inked_columns[gap] - pen, baseline, inked_columns[gap + 1] + pen, baseline), fill=0, width=pen)
+    return image
+
+
+@pytest.mark.parametrize("text", ["23", "505", "1847"])
+def test_digits_joined_by_a_stroke_are_split(number_of, registry, text):
+    image = joined(number_of(text, gaps=[24] * (len(text) - 1)))
+    assert len(prepare_digits(image)) == len(text)
+    assert read(image, registry) == text
+
+
+def test_touching_digits_are_split(number_of, registry):
+    image = number_of("36", gaps=[-4])  # the two digits' ink overlaps a little: one piece
+    assert read(image, registry) == "36"
+
+
+@pytest.mark.parametrize("text", ["48"])
+def test_the_model_decides_whether_a_group_is_touching_digits(client, number_of, text):
+    """Two digits that touch, in a group too narrow for prepare_digits' cautious rule to
+    cut: its keener cut is the second option, and the model's confidence picks it."""
+    image = number_of(text, gaps=[-2])
+    choices = digit_choices(image)
+    assert [len(option) for option in choices[0]] == [1, 2]
+    assert len(prepare_digits(image)) == 1
+    assert post_file(client, "/api/predict/number", encode(image)).json["number"] == text
+
+
+def test_specks_are_dropped(number_of, registry):
+    image = number_of("2026")
+    draw = ImageDraw.Draw(image)
+    rng = np.random.default_rng(3)
+    for x, y in zip(rng.integers(0, image.width, 25), rng.integers(0, image.height, 25)):
+        draw.ellipse((x, y, x + 3, y + 3), fill=0)
+    assert read(image, registry) == "2026"
+
+
+@pytest.mark.parametrize("paper", ["plain", "ruled", "squared"])
+def test_photographed_numbers_lose_their_ruled_lines(number_of, registry, paper):
+    photo = photograph(number_of("4096"), size=(900, 400), paper=paper, digit_height=0.35, seed=4)
+    assert read(photo, registry) == "4096"
+
+
+def test_page_edges_are_dropped(number_of, registry):
+    photo = np.asarray(photograph(number_of("375"), size=(900, 400), digit_height=0.35, seed=2)).copy()
+    photo[:, :8] = (60, 55, 50)  # the shadow along the page's left edge, on the photo's border
+    photo[392:, :] = (60, 55, 50)  # and along its bottom edge
+    assert read(Image.fromarray(photo), registry) == "375"
+
+
+def test_light_ink_on_a_dark_board_is_read_too(number_of, registry):
+    inverted = Image.fromarray(255 - np.asarray(number_of("618")))
+    assert read(inverted, registry) == "618"
+
+
+def test_digits_come_left_to_right_with_boxes_in_the_pictures_pixels(number_of):
+    image = number_of("907", height=100, gaps=[40, 40], margin=30)
+    found = prepare_digits(image)
+    lefts = [digit.box[0] for digit in found]
+    assert lefts == sorted(lefts) and len(found) == 3
+    for digit in found:
+        x, y, width, height = digit.box
+        assert 20 <= y <= 30 and 100 <= y + height <= 140  # the digits are 100 px tall, from y=30
+        assert 0 <= x and x + width <= image.width
+
+
+def test_boxes_refer_to_the_size_given(number_of):
+    image = number_of("12")
+    small, large = prepare_digits(image), prepare_digits(image, size=(image.width * 4, image.height * 4))
+    for a, b in zip(small, large):
+        assert [4 * v for v in a.box] == pytest.approx(b.box, abs=4)
+
+
+# One digit in, one digit out, as prepare_image sees it --------------------------------
+
+
+@pytest.mark.parametrize("name", STRAIGHT_DIGITS)
+@pytest.mark.parametrize("fill", [0.5, 0.9])
+def test_one_drawn_digit_is_one_digit_equal_to_prepare_image(name, fill):
+    image = draw_on_canvas(STRAIGHT_DIGITS[name][1], fill=fill)
+    found = prepare_digits(image)
+    assert len(found) == 1
+    np.testing.assert_array_equal(found[0].pixels, prepare_image(image))
+
+
+@pytest.mark.parametrize("photo", sorted(p.name for p in (FIXTURES / "photos").glob("*.jpg")))
+def test_one_photographed_digit_is_one_digit_equal_to_prepare_image(photo):
+    image = Image.open(FIXTURES / "photos" / photo)
+    found = prepare_digits(image)
+    assert len(found) == 1
+    np.testing.assert_array_equal(found[0].pixels, prepare_image(image))
+
+
+def test_mnist_test_digits_are_one_digit_each(mnist_sample):
+    """MNIST's own 28x28 digits, some written with breaks: at least 99% are one digit
+    (4 of the 500 were not when this was written: a 0 and a 3 in two halves side by side)."""
+    images, _ = mnist_sample
+    counts = [len(prepare_digits(Image.fromarray(image))) for image in images]
+    assert counts.count(1) >= 0.99 * len(images), f"digit counts: {sorted(set(counts))}"
+
+
+def test_a_blank_picture_has_no_digits():
+    with pytest.raises(NoDigitFound, match="looks blank"):
+        prepare_digits(Image.new("L", (300, 100), 255))
+
+
+# The API --------------------------------------------------------------------------
+
+
+def test_predict_number_answers_with_the_contract(client, uploads, number_of):
+    response = post_file(client, "/api/predict/number", encode(number_of("2026")))
+    assert response.status_code == 200
+    body = response.json
+    assert set(body) == {"model", "number", "confidence", "digits", "upload"}
+    assert body["model"] == "cnn" and body["number"] == "2026"
+    assert len(body["digits"]) == 4
+    for digit, expected in zip(body["digits"], "2026"):
+        assert set(digit) == {"digit", "confidence", "probabilities", "box"}
+        assert digit["digit"] == int(expected) == int(np.argmax(digit["probabilities"]))
+        assert digit["confidence"] == max(digit["probabilities"])
+        assert sum(digit["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+        assert len(digit["box"]) == 4 and all(isinstance(v, int) for v in digit["box"])
+    assert body["confidence"] == min(digit["confidence"] for digit in body["digits"])
+    assert STORED_NAME.fullmatch(body["upload"]) and uploads() == [body["upload"]]
+
+
+def test_dense_can_read_numbers_too(client, number_of):
+    response = post_file(client, "/api/predict/number", encode(number_of("47")), model="dense")
+    assert response.json["model"] == "dense" and len(response.json["number"]) == 2
+
+
+def test_boxes_of_a_jpeg_are_in_the_uploaded_pixels(client, number_of):
+    """A large JPEG is decoded at a reduced scale: its boxes still fit the picture as sent."""
+    photo = photograph(number_of("58"), size=(2400, 1200), digit_height=0.4, seed=1)
+    body = post_file(client, "/api/predict/number", encode(photo, "JPEG", quality=90), "number.jpg").json
+    assert body["number"] == "58"
+    for digit in body["digits"]:
+        x, y, width, height = digit["box"]
+        assert 0 <= x and x + width <= 2400 and 0 <= y and y + height <= 1200
+        # The drawing (digits 120 px tall in 180) fills 40% of the photo's height.
+        assert 0.9 * 320 <= height <= 1.1 * 320
+
+
+def test_all_digits_go_through_the_model_in_one_call(client, registry, monkeypatch, number_of):
+    model = registry.digit("cnn")
+    number = encode(number_of("31415"))
+    calls = []
+
+    class Counting:
+        def __call__(self, batch):
+            calls.append(np.asarray(batch).shape)
+            return model(batch)
+
+    monkeypatch.setattr(registry, "digit", lambda name: Counting())
+    assert post_file(client, "/api/predict/number", number).json["number"] == "31415"
+    assert calls == [(5, 28, 28)]
+
+
+def test_more_than_twenty_digits_is_400_saying_the_limit(client, uploads, number_of):
+    response = post_file(client, "/api/predict/number", encode(number_of("1234567890" * 2 + "1", height=40)))
+    assert response.status_code == 400
+    assert response.json == {"error": response.json["error"]}
+    assert f"at most {MAX_DIGITS}" in response.json["error"] and "found 21" in response.json["error"]
+    assert uploads() == []
+
+
+def test_twenty_digits_are_read(client, number_of):
+    text = "31415926535897932384"
+    assert post_file(client, "/api/predict/number", encode(number_of(text, height=60))).json["number"] == text
+
+
+def test_no_digits_is_400_no_digits_found(client, uploads):
+    response = post_file(client, "/api/predict/number", encode(np.full((100, 300), 255, np.uint8)))
+    assert response.status_code == 400
+    assert response.json["error"].startswith("no digits found: ")
+    assert uploads() == []
+
+
+@pytest.mark.parametrize("data, query", [
+    (None, ""),  # not a multipart form
+    (b"", ""),
+    (b"just some text", ""),
+    (b"GIF89a garbage", ""),
+    (encode(np.full((4, 4), 0, np.uint8)), ""),  # too small
+    ("digit", "?model=rnn"),
+])
+def test_other_errors_are_as_the_single_digit_endpoint_gives_them(client, uploads, number_of, data, query):
+    if data == "digit":
+        data = encode(number_of("7"))
+    answers = []
+    for path in ("/api/predict/mnist", "/api/predict/number"):
+        response = client.post(path + query) if data is None else post_file(client, path + query, data)
+        answers.append((response.status_code, response.json))
+    assert answers[0] == answers[1] and answers[0][0] >= 400
+    assert uploads() == []
+
+
+def test_get_is_405(client):
+    response = client.get("/api/predict/number")
+    assert response.status_code == 405 and "use POST" in response.json["error"]
+
+
+# The pages ------------------------------------------------------------------------
+
+
+def test_the_home_page_has_a_number_mode(client):
+    html = client.get("/?mode=number").get_data(as_text=True)
+    for hook in ("number-input", "number-submit", "number-canvas", "number-draw-submit"):
+        assert f'data-testid="{hook}"' in html
+    assert 'width="840" height="280"' in html and 'aria-live="polite"' in html
+    assert 'href="/?mode=number"' in client.get("/").get_data(as_text=True)
+
+
+def test_the_number_page_shows_the_number_boxes_inputs_and_bars(client, uploads, number_of):
+    image = number_of("809")
+    response = post_file(client, "/number", encode(image))
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert re.search(r'data-testid="number-result">809<', html)
+    assert f'viewBox="0 0 {image.width} {image.height}"' in html
+    assert html.count("<rect ") == 3
+    assert html.count("data:image/png;base64,") == 3
+    assert html.count("<meter ") == 30
+    assert f'/uploads/{uploads()[0]}' in html
+
+
+def test_a_number_page_error_is_a_readable_page(client):
+    response = post_file(client, "/number", encode(np.full((100, 300), 255, np.uint8)))
+    assert response.status_code == 400 and "text/html" in response.content_type
+    assert "No digits found" in response.get_data(as_text=True)
