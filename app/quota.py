@@ -109,6 +109,15 @@ class UploadFolder:
                     removed += 1
         return removed
 
+    def answer(self, name):
+        """The answer stored beside the upload `name`, as bytes; None when there is none
+        (never stored with one, or deleted to make room). `name` must be a STORED_NAME."""
+        try:
+            with open(os.path.join(self.path, name + ANSWER_SUFFIX), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
     def usage(self):
         """(files, bytes) stored, as the ledger counts them."""
         with self._transaction() as ledger:
