@@ -108,15 +108,21 @@ def read_upload(field="file", draft=None):
     if field not in request.files:
         abort(400, description=f"no file: send the image in the multipart form field '{field}'")
     sent = request.files[field]
-    data = sent.read()
-    if not data and not sent.filename:  # a browser form submitted before a file was chosen
-        abort(400, description="no file chosen: choose an image to upload")
     try:
-        image, image_format = open_untrusted(data, current_app.config["MAX_IMAGE_PIXELS"], draft)
+        return decoded_upload(sent.read(), sent.filename, current_app.config["MAX_IMAGE_PIXELS"], draft)
     except ImageRejected as exc:
         if exc.status == 503:  # busy, not broken: say when to come back
             abort(503, description=exc.message, retry_after=BUSY_DECODING_RETRY_SECONDS)
         abort(exc.status, description=exc.message)
+
+
+def decoded_upload(data, filename, max_pixels, draft=None):
+    """The Upload for a file's bytes as sent under `filename`, without a request: the
+    batch jobs read each file of a job through here. Raises ImageRejected, with the
+    message the single-image API answers."""
+    if not data and not filename:  # a browser form submitted before a file was chosen
+        raise ImageRejected("no file chosen: choose an image to upload")
+    image, image_format = open_untrusted(data, max_pixels, draft)
     return Upload(data=data, image=image, format=image_format)
 
 
