@@ -78,8 +78,9 @@ def init_app(app):
     for key, (default, convert) in SETTINGS.items():
         if key not in config:
             config[key] = convert(os.environ[key]) if key in os.environ else defaults.get(key, default)
-    if config["CELERY_BROKER_URL"].startswith("sqla+sqlite") or config["DATABASE_URL"].startswith("sqlite"):
-        os.makedirs(instance, exist_ok=True)
+    for url in (config["DATABASE_URL"], config["CELERY_BROKER_URL"]):
+        if url.startswith(("sqlite:///", "sqla+sqlite:///")):  # SQLite makes the file, not its folder
+            os.makedirs(os.path.dirname(url.split(":///", 1)[1]) or ".", exist_ok=True)
     config["CELERY"] = {**celery_settings(config), **config.get("CELERY", {})}
     app.extensions["jobs"] = JobStore(config["DATABASE_URL"])
 
