@@ -39,7 +39,7 @@ def app(tmp_path, registry, missing_weights):
         # mode); tests/test_jobs_workers.py runs real workers.
         "JOB_FOLDER": str(tmp_path / "jobs"),
         "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.sqlite",
-        "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path}/broker.sqlite",
+        "CELERY_BROKER_URL": f"jobsqlite+sqlite:///{tmp_path}/broker.sqlite",
         "CELERY": {"task_always_eager": True, "task_eager_propagates": True},
     })
     app.extensions["models"] = registry  # share the loaded models across tests

@@ -17,6 +17,7 @@ DATABASE_URL=postgresql://..., JOB_FOLDER on storage every machine mounts, and
 
 import os
 
+from .broker import SCHEME, is_sql_broker
 from .store import JobStore
 
 DAY = 24 * 60 * 60
@@ -40,7 +41,7 @@ SETTINGS = {
 def celery_settings(config):
     """Celery's own settings (lowercase), for the broker in `config`."""
     broker = config["CELERY_BROKER_URL"]
-    if broker.startswith("sqla+sqlite"):
+    if is_sql_broker(broker):
         transport_options = {"connect_args": {"timeout": 30}}  # writers take turns on one SQLite file
     else:
         redelivery = config["JOB_REDELIVERY_SECONDS"]
@@ -73,13 +74,13 @@ def init_app(app):
     defaults = {
         "JOB_FOLDER": os.path.join(instance, "jobs"),
         "DATABASE_URL": "sqlite:///" + os.path.join(instance, "jobs.sqlite"),
-        "CELERY_BROKER_URL": "sqla+sqlite:///" + os.path.join(instance, "broker.sqlite"),
+        "CELERY_BROKER_URL": SCHEME + "+sqlite:///" + os.path.join(instance, "broker.sqlite"),
     }
     for key, (default, convert) in SETTINGS.items():
         if key not in config:
             config[key] = convert(os.environ[key]) if key in os.environ else defaults.get(key, default)
     for url in (config["DATABASE_URL"], config["CELERY_BROKER_URL"]):
-        if url.startswith(("sqlite:///", "sqla+sqlite:///")):  # SQLite makes the file, not its folder
+        if url.split("+", 1)[-1].startswith("sqlite:///"):  # SQLite makes the file, not its folder
             os.makedirs(os.path.dirname(url.split(":///", 1)[1]) or ".", exist_ok=True)
     config["CELERY"] = {**celery_settings(config), **config.get("CELERY", {})}
     app.extensions["jobs"] = JobStore(config["DATABASE_URL"])

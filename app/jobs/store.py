@@ -50,6 +50,13 @@ results = Table(
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
+def use_wal(engine):
+    """SQLite shared by web and worker processes: readers don't wait for the writer, and
+    a commit costs one write to the log (WAL) instead of a rewrite of the journal."""
+    event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
+    return engine
+
+
 def status_of(job, answered):
     if job.error is not None:
         return "failed"
@@ -81,10 +88,7 @@ class JobStore:
 
     def _connect(self):
         if self.url.startswith("sqlite"):
-            engine = create_engine(self.url, connect_args={"timeout": 30})
-            # Web and worker processes write at once: readers don't wait for the writer (WAL).
-            event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
-            event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA foreign_keys=ON"))
+            engine = use_wal(create_engine(self.url, connect_args={"timeout": 30}))
         else:
             engine = create_engine(self.url, pool_pre_ping=True)
         try:

@@ -23,6 +23,7 @@ from ..models import DIGIT_MODELS, ModelUnavailable
 from ..preprocessing import DIGIT_DRAFT, NoDigitFound, prepare_image
 from ..recognition import digit_model, registry
 from ..uploads import decoded_upload
+from .broker import is_sql_broker
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,10 @@ def queue_batches(job_id, positions):
 
 
 def broker_forgets_delivered_tasks(config):
-    """Kombu's SQLAlchemy transport marks a task delivered when a worker takes it, and
-    never hands it out again, even if that worker is killed before acknowledging it.
-    (Redis does: after the visibility timeout.)"""
-    return config["CELERY_BROKER_URL"].startswith("sqla+")
+    """Kombu's SQLAlchemy transport (the embedded default) marks a task delivered when a
+    worker takes it, and never hands it out again, even if that worker is killed before
+    acknowledging it. (Redis does: after the visibility timeout.)"""
+    return is_sql_broker(config["CELERY_BROKER_URL"])
 
 
 def on_worker_ready(app):
