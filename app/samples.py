@@ -143,12 +143,13 @@ def zip_bytes(members):
     return buffer.getvalue()
 
 
-def labelled_digits(count, photographed=False):
+def labelled_digits(count, photographed=False, start=0):
     """{file name: digit} and {file name: bytes}: `count` different pictures of the
-    straight digits, drawn on the canvas (PNG) or photographed on paper (JPEG)."""
+    straight digits, drawn on the canvas (PNG) or photographed on paper (JPEG);
+    numbered from `start`, so that parts made apart don't repeat each other."""
     labels, files = {}, {}
     shapes = list(STRAIGHT_DIGITS.items())
-    for index in range(count):
+    for index in range(start, start + count):
         name, (digit, strokes) = shapes[index % len(shapes)]
         variant = index // len(shapes)
         drawing = draw_on_canvas(strokes, fill=0.6 + 0.05 * (variant % 5),
