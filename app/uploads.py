@@ -71,8 +71,9 @@ class LimitedRequest(Request):
         return io.BytesIO()
 
 
-def accepts_upload(view):
-    """Refuse a POST that is not a multipart form before anything reads its body."""
+def accepts_upload(view, sent="the image", field="file"):
+    """Refuse a POST that is not a multipart form before anything reads its body.
+    `sent` in the form `field` is what the refusal asks for."""
 
     @functools.wraps(view)
     def checked(*args, **kwargs):
@@ -80,9 +81,9 @@ def accepts_upload(view):
         if request.method == "POST" and limit and (request.content_length or 0) > limit:
             abort(413)  # too large says more than the wrong type, and costs no more to know
         if request.method == "POST" and request.mimetype != "multipart/form-data":
-            sent = request.mimetype[:60] or "no Content-Type"
-            abort(415, description="send the image as a multipart form (multipart/form-data) "
-                                   f"in the field 'file', as a browser or curl -F does; got {sent}")
+            got = request.mimetype[:60] or "no Content-Type"
+            abort(415, description=f"send {sent} as a multipart form (multipart/form-data) "
+                                   f"in the field '{field}', as a browser or curl -F does; got {got}")
         return view(*args, **kwargs)
 
     return checked

@@ -155,6 +155,17 @@ def test_a_job_whose_model_cannot_load_fails_with_the_reason(tmp_path, missing_w
     assert "train it with `python train_mnist.py --arch dense" in summary["error"]
 
 
+def test_a_worker_that_cannot_read_the_files_fails_the_job_saying_why(app, client):
+    """A worker machine that does not share JOB_FOLDER: the job says so instead of hanging."""
+    job_id = "a-job-whose-folder-is-elsewhere"
+    with app.app_context():
+        app.extensions["jobs"].create(job_id, "digit", "dense", ["a.png"])
+        recognise_batch(job_id, [0])
+    summary = answers(client, job_id)
+    assert summary["status"] == "failed"
+    assert "every machine must share JOB_FOLDER" in summary["error"]
+
+
 def test_unknown_jobs_are_404_and_ids_are_not_listed(client):
     response = client.get("/api/jobs/not-a-job")
     assert response.status_code == 404 and "no job with this id" in response.json["error"]
@@ -225,6 +236,8 @@ def test_a_bad_form_is_refused_with_nothing_stored(app, client, fields, files, s
 def test_a_body_that_is_not_a_form_is_415(client):
     response = client.post("/api/jobs", data=b"{}", content_type="application/json")
     assert response.status_code == 415
+    assert response.json["error"].startswith("send the images or a ZIP of them as a multipart form "
+                                             "(multipart/form-data) in the field 'files'")
 
 
 def test_jobs_take_up_to_job_max_bytes_while_other_routes_keep_their_limit(app, client):

@@ -97,7 +97,13 @@ def recognise_batch(job_id, positions):
         return
     store.mark_started(job_id)
     folder = job_folder(job_id)
-    files = [(name, (folder / str(position)).read_bytes()) for position, name in todo]
+    try:
+        files = [(name, (folder / str(position)).read_bytes()) for position, name in todo]
+    except OSError as exc:  # a worker machine that does not share the web machines' JOB_FOLDER
+        log.error("job %s failed: %s", job_id, exc)
+        store.mark_failed(job_id, "a worker could not read the job's files; every machine must share "
+                                  f"JOB_FOLDER ({exc.__class__.__name__})")
+        return
     try:
         answers = RECOGNISERS[job.kind](files, job.model)
     except HTTPException as exc:  # the model can't load (503): no file of this job can be answered

@@ -25,7 +25,7 @@ FORM_FIELDS = 8  # kind, model, and room for a browser's extras
 
 def accepts_job_upload(view):
     """This route's own limits: JOB_MAX_BYTES, and a form part per file (others keep theirs)."""
-    checked = accepts_upload(view)
+    checked = accepts_upload(view, sent="the images or a ZIP of them", field="files")
 
     @functools.wraps(view)
     def with_job_limits(*args, **kwargs):
