@@ -111,6 +111,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--model", default="cnn", choices=("dense", "cnn"))
+    parser.add_argument("--rounds", type=int, default=2, help="one by one, then the job, this many times")
     parser.add_argument("--skip-redis", action="store_true")
     args = parser.parse_args()
 
@@ -118,13 +119,17 @@ def main():
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="jobs-benchmark-"))
     (workdir / "embedded").mkdir()
+    speedups = []
     with live_server(workdir / "embedded" / "uploads") as base_url:
         wait_for_worker(base_url, photos, args.model)
-        single = one_by_one(base_url, photos, args.model)
-        rows.append(row("one by one, /api/predict/mnist, 1 keep-alive client", len(photos), *single))
-        job = as_a_job(base_url, photos, args.model)
-        rows.append(row("one job, embedded default (SQLite broker, worker beside gunicorn)", len(photos), *job))
-    speedup = (single[1] / job[1])
+        for round_number in range(1, args.rounds + 1):  # alternated: a load spike from elsewhere hits both
+            single = one_by_one(base_url, photos, args.model)
+            rows.append(row(f"round {round_number}: one by one, /api/predict/mnist, 1 keep-alive client",
+                            len(photos), *single))
+            job = as_a_job(base_url, photos, args.model)
+            rows.append(row(f"round {round_number}: one job, embedded default (SQLite broker, worker beside "
+                            "gunicorn)", len(photos), *job))
+            speedups.append(single[1] / job[1])
     if REDIS_SERVER and not args.skip_redis:
         folder = workdir / "redis"
         folder.mkdir()
@@ -147,7 +152,8 @@ def main():
         "| --- | --- | --- | --- |",
         *rows,
         "",
-        f"The job on the embedded default: {speedup:.2f}x the images/s of one by one (goal: >= 1.5x).",
+        "The job on the embedded default: " + ", ".join(f"{speedup:.2f}x" for speedup in speedups)
+        + " the images/s of one by one, by round (goal: >= 1.5x).",
     ])
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)

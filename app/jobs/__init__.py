@@ -43,7 +43,11 @@ def celery_settings(config):
     broker = config["CELERY_BROKER_URL"]
     if is_sql_broker(broker):
         transport_options = {"connect_args": {"timeout": 30}}  # writers take turns on one SQLite file
+        # A polled broker: each pool process has its next task at hand when it finishes one,
+        # instead of idling until the next poll. (Redis pushes tasks as they are wanted.)
+        prefetch = 4
     else:
+        prefetch = 1
         redelivery = config["JOB_REDELIVERY_SECONDS"]
         transport_options = {
             "visibility_timeout": redelivery,
@@ -60,7 +64,7 @@ def celery_settings(config):
         # that dies: at once).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
+        "worker_prefetch_multiplier": prefetch,
         "task_ignore_result": True,  # the answers are in the state store
         "worker_proc_alive_timeout": 120,  # a pool process loads the models before it says it is alive
         "worker_hijack_root_logger": False,
