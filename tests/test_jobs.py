@@ -304,3 +304,22 @@ def test_a_bad_zip_on_the_page_is_a_readable_page(client):
     response = submit(client, [("a.zip", zip_with("../x.png"))], url="/jobs", headers={"Accept": "text/html"})
     assert response.status_code == 400 and response.mimetype == "text/html"
     assert "holds a name with &#39;..&#39;" in response.text
+
+
+@pytest.mark.parametrize(("environment", "started"), [
+    ({}, True),  # the embedded default: `make run` alone runs jobs
+    ({"CELERY_BROKER_URL": "redis://redis.internal:6379/0"}, False),  # workers are elsewhere: `make worker`
+    ({"CELERY_BROKER_URL": "redis://redis.internal:6379/0", "JOB_EMBEDDED_WORKER": "1"}, True),
+    ({"JOB_EMBEDDED_WORKER": "0"}, False),
+])
+def test_make_run_starts_a_jobs_worker_unless_told_or_given_a_broker(monkeypatch, environment, started):
+    import runpy
+
+    from helpers import ROOT
+
+    for name in ("CELERY_BROKER_URL", "JOB_EMBEDDED_WORKER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert config["embedded_jobs_worker_wanted"]() is started
