@@ -68,6 +68,10 @@ class LimitedRequest(Request):
         # Werkzeug spools file parts over 500 KB to a temporary file on disk, and we read
         # them straight back: 3-5 ms for a phone photo. Under gunicorn the whole body is
         # in memory already (buffering_worker.py), capped at MAX_CONTENT_LENGTH.
+        if (self.max_content_length or 0) > (current_app.config["MAX_CONTENT_LENGTH"] or 0):
+            # A route with a higher limit (POST /api/jobs: 200 MB) reads its body from the
+            # socket, and its files go to disk as Werkzeug would have it.
+            return super()._get_file_stream(total_content_length, content_type, filename, content_length)
         return io.BytesIO()
 
 

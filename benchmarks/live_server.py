@@ -33,7 +33,7 @@ def live_server(upload_folder, startup_timeout=120, **env):
                    "JOB_FOLDER": str(beside / "jobs"), "DATABASE_URL": f"sqlite:///{beside}/jobs.sqlite",
                    **{k: str(v) for k, v in env.items()}}
     if "CELERY_BROKER_URL" not in env:
-        environment["CELERY_BROKER_URL"] = f"sqla+sqlite:///{beside}/broker.sqlite"
+        environment["CELERY_BROKER_URL"] = f"jobsqlite+sqlite:///{beside}/broker.sqlite"
         environment.setdefault("JOB_EMBEDDED_WORKER", "1")
     log = open(Path(upload_folder).parent / f"gunicorn-{port}.log", "w+")
     process = subprocess.Popen(
