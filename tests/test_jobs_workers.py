@@ -59,8 +59,16 @@ class Client:
         self.connection = http.client.HTTPConnection(urlsplit(base_url).netloc, timeout=60)
 
     def request(self, method, path, body=None, content_type=None):
-        self.connection.request(method, path, body, {"Content-Type": content_type} if content_type else {})
-        response = self.connection.getresponse()
+        headers = {"Content-Type": content_type} if content_type else {}
+        try:
+            self.connection.request(method, path, body, headers)
+            response = self.connection.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # The server closes a connection idle for its keep-alive time (5 s), as while we
+            # watched the worker's log: once more, on a new connection.
+            self.connection.close()
+            self.connection.request(method, path, body, headers)
+            response = self.connection.getresponse()
         return response.status, response.read()
 
     def close(self):
