@@ -1,4 +1,5 @@
-# make run        - serve the app with gunicorn on 127.0.0.1:$(PORT)
+# make run        - serve the app with gunicorn on 127.0.0.1:$(PORT), and a Celery worker for jobs beside it
+# make worker     - a Celery worker for jobs only (more machines: set CELERY_BROKER_URL, DATABASE_URL, JOB_FOLDER)
 # make test       - run the test suite (browser tests too when Chromium is installed)
 # make train      - retrain both digit models as shipped (TRAIN_ARGS="--data DIR" offline)
 # make benchmark  - measure the production server over HTTP (benchmarks/results/latest.md)
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export PORT
 
-.PHONY: run test train benchmark export clean
+.PHONY: run worker test train benchmark export clean
 
 $(VENV)/.stamp-app: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-app requirements-test.txt
 
 run: $(VENV)/.stamp-app
 	$(BIN)/gunicorn --config gunicorn.conf.py "app:create_app()"
+
+worker: $(VENV)/.stamp-app
+	$(BIN)/celery -A make_celery worker --loglevel INFO $(WORKER_ARGS)
 
 test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest

@@ -13,6 +13,9 @@ Xception loaded, after big images. See README "Serving" and "Scaling past one ma
 """
 
 import os
+import signal
+import subprocess
+import sys
 
 from buffering_worker import BufferingThreadWorker
 
@@ -61,14 +64,40 @@ loglevel = "info"
 capture_output = True  # the app's own log lines go to stdout too
 
 
+def embedded_jobs_worker_wanted():
+    """The job worker runs beside gunicorn when the broker is the embedded default (no
+    CELERY_BROKER_URL), unless JOB_EMBEDDED_WORKER=0; JOB_EMBEDDED_WORKER=1 starts it
+    with any broker. With Redis, workers usually run elsewhere: `make worker`."""
+    wanted = os.environ.get("JOB_EMBEDDED_WORKER", "")
+    if wanted:
+        return wanted.lower() in ("1", "true", "yes")
+    return not os.environ.get("CELERY_BROKER_URL")
+
+
 def on_starting(server):
-    """Before any worker: remove uploads left half-written when the server last stopped."""
+    """Before any worker: remove uploads left half-written when the server last stopped,
+    and start the jobs' Celery worker (app/jobs/embedded_worker.py), once, in the master."""
     from app import create_app
 
     server.upload_folder = create_app().extensions["uploads"]
     removed = server.upload_folder.remove_incoming()
     if removed:
         server.log.info("removed %d half-written upload(s) left by an earlier run", removed)
+    if embedded_jobs_worker_wanted():
+        server.jobs_worker = subprocess.Popen([sys.executable, "-m", "app.jobs.embedded_worker"],
+                                              cwd=os.path.dirname(os.path.abspath(__file__)))
+        server.log.info("jobs: embedded Celery worker supervisor started (pid %s)", server.jobs_worker.pid)
+
+
+def on_exit(server):
+    """Stop the jobs' worker: it finishes its running tasks first (a warm shutdown)."""
+    supervisor = getattr(server, "jobs_worker", None)
+    if supervisor is not None and supervisor.poll() is None:
+        supervisor.send_signal(signal.SIGTERM)
+        try:
+            supervisor.wait(40)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()
 
 
 def child_exit(server, worker):

@@ -73,12 +73,13 @@ def create_app(test_config=None):
         batch_max_wait=app.config["BATCH_MAX_WAIT_MS"] / 1000,
     )
 
-    from . import api, errors, pages, serving, uploads
+    from . import api, errors, jobs, pages, serving, uploads
 
     uploads.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(serving.bp)
+    jobs.init_app(app)
     errors.init_app(app)
     return app
 

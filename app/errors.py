@@ -24,6 +24,8 @@ def wants_json():
 
 
 def error_message(error):
+    if error.description and error.description != type(error).description:
+        return error.description  # a message we wrote with abort(..., description=...)
     if error.code == 413:
         limit = request.max_content_length
         if limit and (request.content_length is None or request.content_length > limit):
@@ -32,8 +34,6 @@ def error_message(error):
     if error.code == 405:
         allowed = ", ".join(sorted(set(error.valid_methods or ()) - {"HEAD", "OPTIONS"}))
         return f"{FRIENDLY[405]}; use {allowed}" if allowed else FRIENDLY[405]
-    if error.description and error.description != type(error).description:
-        return error.description  # a message we wrote with abort(..., description=...)
     return FRIENDLY.get(error.code, error.name.lower())
 
 

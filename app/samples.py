@@ -11,6 +11,7 @@ the page's pen (app/static/draw.js: 18 px, round caps and joins, black on white)
 """
 
 import io
+import zipfile
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -144,12 +145,44 @@ def multipart(data, filename="digit.png", **fields):
     ~500 KB with Flask's test client, which otherwise spools them to a temporary file
     that it never closes (a ResourceWarning).
     """
+    return multipart_files([(filename, data)], "file", **fields)
+
+
+def multipart_files(files, field="files", **fields):
+    """[(filename, bytes)] all in the multipart field `field`, as `multipart` does one."""
     boundary = "----digits-test-boundary-7d1f0c"
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
              for name, value in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-                 "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    for filename, data in files:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+                     "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def zip_bytes(members):
+    """A ZIP (deflated) of {name: bytes}, as a user's archiver makes one."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def labelled_digits(count, photographed=False, start=0):
+    """{file name: digit} and {file name: bytes}: `count` different pictures of the
+    straight digits, drawn on the canvas (PNG) or photographed on paper (JPEG);
+    numbered from `start`, so that parts made apart don't repeat each other."""
+    labels, files = {}, {}
+    shapes = list(STRAIGHT_DIGITS.items())
+    for index in range(start, start + count):
+        name, (digit, strokes) = shapes[index % len(shapes)]
+        variant = index // len(shapes)
+        drawing = draw_on_canvas(strokes, fill=0.6 + 0.05 * (variant % 5),
+                                 anchor=(0.3 + 0.1 * (variant % 5), 0.5 - 0.05 * (variant % 3)))
+        filename = f"{index:04d} {name}.{'jpg' if photographed else 'png'}"
+        labels[filename] = digit
+        files[filename] = jpeg_bytes(photograph(drawing, seed=index)) if photographed else png_bytes(drawing)
+    return labels, files
 
 
 # Pictures with no digit ------------------------------------------------------------

@@ -68,11 +68,16 @@ class LimitedRequest(Request):
         # Werkzeug spools file parts over 500 KB to a temporary file on disk, and we read
         # them straight back: 3-5 ms for a phone photo. Under gunicorn the whole body is
         # in memory already (buffering_worker.py), capped at MAX_CONTENT_LENGTH.
+        if (self.max_content_length or 0) > (current_app.config["MAX_CONTENT_LENGTH"] or 0):
+            # A route with a higher limit (POST /api/jobs: 200 MB) reads its body from the
+            # socket, and its files go to disk as Werkzeug would have it.
+            return super()._get_file_stream(total_content_length, content_type, filename, content_length)
         return io.BytesIO()
 
 
-def accepts_upload(view):
-    """Refuse a POST that is not a multipart form before anything reads its body."""
+def accepts_upload(view, sent="the image", field="file"):
+    """Refuse a POST that is not a multipart form before anything reads its body.
+    `sent` in the form `field` is what the refusal asks for."""
 
     @functools.wraps(view)
     def checked(*args, **kwargs):
@@ -80,9 +85,9 @@ def accepts_upload(view):
         if request.method == "POST" and limit and (request.content_length or 0) > limit:
             abort(413)  # too large says more than the wrong type, and costs no more to know
         if request.method == "POST" and request.mimetype != "multipart/form-data":
-            sent = request.mimetype[:60] or "no Content-Type"
-            abort(415, description="send the image as a multipart form (multipart/form-data) "
-                                   f"in the field 'file', as a browser or curl -F does; got {sent}")
+            got = request.mimetype[:60] or "no Content-Type"
+            abort(415, description=f"send {sent} as a multipart form (multipart/form-data) "
+                                   f"in the field '{field}', as a browser or curl -F does; got {got}")
         return view(*args, **kwargs)
 
     return checked
@@ -108,15 +113,21 @@ def read_upload(field="file", draft=None):
     if field not in request.files:
         abort(400, description=f"no file: send the image in the multipart form field '{field}'")
     sent = request.files[field]
-    data = sent.read()
-    if not data and not sent.filename:  # a browser form submitted before a file was chosen
-        abort(400, description="no file chosen: choose an image to upload")
     try:
-        image, image_format = open_untrusted(data, current_app.config["MAX_IMAGE_PIXELS"], draft)
+        return decoded_upload(sent.read(), sent.filename, current_app.config["MAX_IMAGE_PIXELS"], draft)
     except ImageRejected as exc:
         if exc.status == 503:  # busy, not broken: say when to come back
             abort(503, description=exc.message, retry_after=BUSY_DECODING_RETRY_SECONDS)
         abort(exc.status, description=exc.message)
+
+
+def decoded_upload(data, filename, max_pixels, draft=None):
+    """The Upload for a file's bytes as sent under `filename`, without a request: the
+    batch jobs read each file of a job through here. Raises ImageRejected, with the
+    message the single-image API answers."""
+    if not data and not filename:  # a browser form submitted before a file was chosen
+        raise ImageRejected("no file chosen: choose an image to upload")
+    image, image_format = open_untrusted(data, max_pixels, draft)
     return Upload(data=data, image=image, format=image_format)
 
 

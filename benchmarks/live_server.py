@@ -27,9 +27,14 @@ def live_server(upload_folder, startup_timeout=120, **env):
     Extra keyword arguments become environment variables (XCEPTION_WEIGHTS=...).
     """
     port = free_port()
+    beside = Path(upload_folder).parent  # job state and broker too, never the project's instance/
     environment = {**os.environ, "PORT": str(port), "UPLOAD_FOLDER": str(upload_folder),
-                   "XCEPTION_WEIGHTS": str(Path(upload_folder).parent / "no-weights.h5"),
+                   "XCEPTION_WEIGHTS": str(beside / "no-weights.h5"),
+                   "JOB_FOLDER": str(beside / "jobs"), "DATABASE_URL": f"sqlite:///{beside}/jobs.sqlite",
                    **{k: str(v) for k, v in env.items()}}
+    if "CELERY_BROKER_URL" not in env:
+        environment["CELERY_BROKER_URL"] = f"jobsqlite+sqlite:///{beside}/broker.sqlite"
+        environment.setdefault("JOB_EMBEDDED_WORKER", "1")
     log = open(Path(upload_folder).parent / f"gunicorn-{port}.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:create_app()"],

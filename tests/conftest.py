@@ -35,6 +35,12 @@ def app(tmp_path, registry, missing_weights):
         "TESTING": True,
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),
         "XCEPTION_WEIGHTS": missing_weights,
+        # Jobs: their state beside the uploads, and tasks run in the request (Celery's eager
+        # mode); tests/test_jobs_workers.py runs real workers.
+        "JOB_FOLDER": str(tmp_path / "jobs"),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.sqlite",
+        "CELERY_BROKER_URL": f"jobsqlite+sqlite:///{tmp_path}/broker.sqlite",
+        "CELERY": {"task_always_eager": True, "task_eager_propagates": True},
     })
     app.extensions["models"] = registry  # share the loaded models across tests
     return app

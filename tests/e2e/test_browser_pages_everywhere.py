@@ -12,7 +12,7 @@ from axe_playwright_python.sync_playwright import Axe
 from PIL import Image
 from playwright.sync_api import expect
 
-from app.samples import STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes, photograph
+from app.samples import STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes, labelled_digits, photograph, zip_bytes
 
 from .strokes import SEVEN, canvas_is_blank, draw_with_mouse
 
@@ -90,8 +90,23 @@ def models(page, problems):
     page.goto("/models", wait_until="networkidle")
 
 
+def jobs_form(page, problems):
+    page.goto("/jobs")
+
+
+def job_done(page, problems):
+    """A finished job of four drawings and a text file (its row says why it failed)."""
+    _, files = labelled_digits(4)
+    page.goto("/jobs")
+    page.get_by_test_id("jobs-input").set_input_files(
+        {"name": "a class's exam sheets.zip", "mimeType": "application/zip",
+         "buffer": zip_bytes({**files, "notes.txt": b"not a picture"})})
+    page.get_by_test_id("jobs-submit").click()
+    expect(page.get_by_test_id("job-status")).to_have_text("done", timeout=90_000)
+
+
 PAGES = [home, digit_result, drawing_result, several_digits_result, upload_error, expired_result, xception,
-         xception_without_weights, models]
+         xception_without_weights, models, jobs_form, job_done]
 
 
 @pytest.mark.parametrize("open_page", PAGES, ids=lambda open_page: open_page.__name__)

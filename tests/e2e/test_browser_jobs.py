@@ -1,0 +1,33 @@
+"""A job from the browser: choose a ZIP on /jobs, watch the progress bar reach the end,
+download the CSV. The server's own Celery worker runs it (live_server: the embedded default)."""
+
+import csv
+import io
+
+from playwright.sync_api import expect
+
+from app.samples import labelled_digits, zip_bytes
+
+
+def test_a_zip_submitted_on_the_jobs_page_ends_in_a_csv(page, problems, tmp_path):
+    labels, files = labelled_digits(12)
+    archive = tmp_path / "scans.zip"
+    archive.write_bytes(zip_bytes(files))
+
+    page.goto("/jobs")
+    page.get_by_test_id("jobs-input").set_input_files(archive)
+    page.get_by_test_id("jobs-submit").click()
+
+    # The worker may still be loading its models when the session starts: allow for it.
+    expect(page.get_by_test_id("job-status")).to_have_text("done", timeout=90_000)
+    progress = page.get_by_test_id("job-progress")
+    expect(progress).to_have_attribute("value", str(len(files)))
+    expect(progress).to_have_attribute("max", str(len(files)))
+    expect(page.locator("#job-results tbody tr")).to_have_count(len(files))
+
+    with page.expect_download() as download_info:
+        page.get_by_test_id("job-download").click()
+    rows = list(csv.DictReader(io.StringIO(download_info.value.path().read_text())))
+    assert sorted(row["file"] for row in rows) == sorted(files)
+    assert {row["file"]: row["prediction"] for row in rows} == {name: str(digit) for name, digit in labels.items()}
+    assert problems.all() == []
