@@ -73,6 +73,28 @@ def test_the_answers_are_the_single_image_apis(client, digits):
         assert row["confidence"] == pytest.approx(single["confidence"], rel=1e-5)
 
 
+def test_a_number_job_answers_what_the_number_api_answers(client, mnist_sample):
+    """kind=number: each row is /api/predict/number's number and confidence, through the
+    same reader; a blank picture and a non-image fail their own rows with its messages."""
+    from app.samples import written_number
+
+    images, _ = mnist_sample
+    files = {f"n{i}.png": encode(written_number(images[3 * i:3 * i + 3] / 255.0)) for i in range(3)}
+    files["blank.png"] = encode(np.full((60, 200), 255, np.uint8))
+    files["notes.txt"] = b"just text"
+    job = submit(client, list(files.items()), kind="number", model="cnn").json
+    rows = answers(client, job["id"])["results"]
+    assert sorted(row["file"] for row in rows) == sorted(files)
+    for row in rows:
+        single = post_file(client, "/api/predict/number", files[row["file"]], row["file"], model="cnn").json
+        if "error" in single:
+            assert row["prediction"] is None and row["error"] == single["error"], row
+        else:
+            assert row["prediction"] == single["number"] and len(row["prediction"]) == 3, row
+            assert row["confidence"] == pytest.approx(single["confidence"], rel=1e-5)
+    assert sum(row["error"] is not None for row in rows) == 2
+
+
 def test_the_csv_has_the_same_rows_in_upload_order(client, digits):
     _, files = digits
     job = submit(client, [("scans.zip", zip_bytes(files))]).json
@@ -219,8 +241,7 @@ def test_a_bad_zip_is_refused_with_nothing_stored(app, client, make, status, mes
 @pytest.mark.parametrize(("fields", "files", "status", "message"), [
     ({}, None, 400, "no files: send images, or a ZIP of them, in the multipart form field 'files'"),
     ({}, [("", b"")], 400, "the job has no images"),  # a form submitted without choosing a file
-    ({"kind": "number"}, [("a.png", b"x")], 400, "kind 'number' is not available yet: use kind=digit"),
-    ({"kind": "letters"}, [("a.png", b"x")], 400, "unknown kind 'letters'"),
+    ({"kind": "letters"}, [("a.png", b"x")], 400, "unknown kind 'letters': use kind=digit or kind=number"),
     ({"model": "vgg"}, [("a.png", b"x")], 400, "unknown model 'vgg'"),
     ({}, [(f"{i}.png", b"x") for i in range(5)], 413, "more than 4 files"),
 ])

@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from ..images import ImageRejected
 from ..models import DIGIT_MODELS, ModelUnavailable
 from ..preprocessing import DIGIT_DRAFT, NoDigitFound, prepare_image
-from ..recognition import digit_model, registry
+from ..recognition import TooManyDigits, digit_model, read_number, registry, uploaded_size
 from ..uploads import decoded_upload
 from .broker import is_sql_broker
 
@@ -78,8 +78,22 @@ def recognise_digits(files, model_name):
     return answers
 
 
-# kind=number joins here, once the single-image number reader exists (issue 10).
-RECOGNISERS = {"digit": recognise_digits}
+def recognise_numbers(files, model_name):
+    """An Answer for each (name, bytes) in `files`: /api/predict/number's path
+    (decoded_upload -> read_number, every digit of a picture in one model call)."""
+    max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
+    answers = []
+    for name, data in files:
+        try:
+            upload = decoded_upload(data, name, max_pixels, DIGIT_DRAFT)
+            reading = read_number(upload.image, model_name, uploaded_size(upload))
+            answers.append(Answer(prediction=reading.number, confidence=reading.confidence))
+        except (ImageRejected, NoDigitFound, TooManyDigits) as exc:
+            answers.append(Answer(error=str(exc)))
+    return answers
+
+
+RECOGNISERS = {"digit": recognise_digits, "number": recognise_numbers}
 
 
 # The task

@@ -41,9 +41,7 @@ def submitted_job():
     config = current_app.config
     kind = request.form.get("kind", "digit")
     if kind not in RECOGNISERS:
-        if kind == "number":
-            abort(400, description="kind 'number' is not available yet: use kind=digit")
-        abort(400, description=f"unknown kind {kind[:20]!r}: use kind=digit")
+        abort(400, description=f"unknown kind {kind[:20]!r}: use kind=digit or kind=number")
     model = checked_model_name(request.form.get("model", "dense"))
     sent = request.files.getlist("files")
     if not sent:
