@@ -35,10 +35,15 @@ class ServerBusy(RuntimeError):
     """A model's queue is full; `retry_after` is the advised wait in whole seconds."""
 
     def __init__(self, model, in_flight, retry_after):
+        what = WHAT_EACH_MODEL_READS.get(model, f"{model} requests")
         super().__init__(
-            f"the server is busy: {in_flight} {model} requests are already being answered; "
-            f"try again in {retry_after} s")
+            f"the server is busy: it is already recognising as many {what} as it takes at once "
+            f"({in_flight}); try again in {retry_after} s")
         self.model, self.retry_after = model, retry_after
+
+
+# How a person would name what a model's requests are, for the busy message.
+WHAT_EACH_MODEL_READS = {"dense": "digits", "cnn": "digits", "xception": "photos"}
 
 
 class Admission:

@@ -193,7 +193,10 @@ def test_past_a_models_limit_a_request_gets_503_busy_with_retry_after_at_once(
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) >= 1
     if kind == "json":
-        assert "the server is busy" in response.json["error"] and model in response.json["error"]
+        what = "photos" if model == "xception" else "digits"
+        assert response.json["error"] == ("the server is busy: it is already recognising as many "
+                                          f"{what} as it takes at once ({admission.limit}); try again in "
+                                          f"{response.headers['Retry-After']} s")
     else:
         assert "the server is busy" in response.get_data(as_text=True).lower()
     assert admission.shed == shed_before + 1
