@@ -739,6 +739,7 @@ def test_the_metadata_rows_really_carry_gps_and_payloads(handwritten):
     ("JPEG", {"quality": 90}, "jpg"),  # decoded at 1/8 scale already (images.open_untrusted's draft)
     ("GIF", {}, "png"),  # a palette picture: reduced by taking every n-th pixel
     ("TIFF", {"compression": "tiff_lzw"}, "png"),
+    ("PNG", {}, "png"),  # not kept as sent: each preview of it would decode it whole
 ])
 def test_big_pictures_are_kept_reduced(client, app, handwritten, format, options, extension):
     data = encode(handwritten(3, size=3000), format, **options)
