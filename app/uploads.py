@@ -235,11 +235,19 @@ def store_upload(upload, answer=None):
 
 def stored_answer(name):
     """The answer kept with the stored upload `name`; None when there is none (an unknown
-    or malformed name, an upload kept without one, or one deleted to make room)."""
+    or malformed name, an upload kept without one, or one deleted to make room) or when
+    its file is damaged."""
     if not STORED_NAME.fullmatch(name):
         return None
     data = upload_folder().answer(name)
-    return json.loads(data) if data is not None else None
+    if data is None:
+        return None
+    try:
+        answer = json.loads(data)
+    except ValueError:  # empty or cut short (a power cut: the file is renamed in, never fsynced), or not UTF-8
+        current_app.logger.warning("the answer kept with upload %s cannot be read (%d bytes)", name, len(data))
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 def upload_folder():
