@@ -185,7 +185,7 @@ def check_memory(image, structure, size):
         kind = {"JPEG": "multi-scan JPEG", "MPO": "multi-scan JPEG", "WEBP": "WebP"}.get(image.format, image.format)
         raise OutOfProportion(
             f"the image is too large to decode: this {size[0]}x{size[1]} {kind} would take about "
-            f"{needed // decode_limits.MEGABYTE:,} MB of memory, over the limit of "
+            f"{-(-needed // decode_limits.MEGABYTE):,} MB of memory, over the limit of "  # rounded up: never "256, over 256"
             f"{MEMORY_LIMIT // decode_limits.MEGABYTE} MB; resize it and try again")
     return needed
 

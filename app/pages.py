@@ -155,10 +155,15 @@ def result_page(answer, upload_name, endpoint):
     return redirect(url_for(endpoint, name=upload_name), code=303)
 
 
+# What each kind of kept answer must hold for its page to be drawn.
+ANSWER_FIELDS = {"digits": {"results", "errors", "side_by_side", "model_input"}, "xception": {"predictions", "note"}}
+
+
 def answer_for(name, kind):
-    """The answer kept with a stored upload of this kind; a friendly 404 when it is gone."""
+    """The answer kept with a stored upload of this kind; a friendly 404 when it is gone
+    (or its file is damaged, or of another shape)."""
     answer = stored_answer(name)
-    if answer is None or answer.get("kind") != kind:
+    if answer is None or answer.get("kind") != kind or not ANSWER_FIELDS[kind] <= answer.keys():
         abort(404, description="this result is no longer kept: uploads are deleted, oldest first, "
                                "to make room for new ones; upload the picture again")
     return answer

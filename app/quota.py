@@ -74,15 +74,15 @@ class UploadFolder:
         moves = [(incoming, final)]
         if answer:  # moved in first: whoever finds the upload finds its answer
             moves.insert(0, (incoming + ANSWER_SUFFIX, final + ANSWER_SUFFIX))
-        for (written, _), content in zip(moves, [answer, data] if answer else [data]):
-            self._write(written, content)  # outside the transaction: the slow part
         try:
+            for (written, _), content in zip(moves, [answer, data] if answer else [data]):
+                self._write(written, content)  # outside the transaction: the slow part
             with self._transaction() as ledger:
                 self._make_room(ledger, size, max_files, max_bytes)
                 ledger.execute("INSERT INTO uploads (name, size) VALUES (?, ?)", (name, size))
                 for written, moved in moves:
                     os.replace(written, moved)
-        except BaseException:
+        except BaseException:  # a write failed (a full disk), or the transaction did
             for pair in moves:  # the final names too: moved in, then the commit failed
                 for path in pair:
                     Path(path).unlink(missing_ok=True)

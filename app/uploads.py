@@ -144,13 +144,15 @@ JPEG_QUALITY = 90
 def clean_copy(upload, max_side):
     """(file bytes, extension) to keep for an accepted upload: only its picture.
 
-    A PNG that needs no turning keeps its own compressed pixels, with every other
+    A PNG that needs no turning or reducing keeps its own compressed pixels, with every other
     chunk and anything after its end dropped (microseconds). Anything else is
     re-encoded from the decoded picture: turned upright by its EXIF orientation,
     reduced to at most `max_side` pixels a side, without metadata; JPEG (quality 90)
     for JPEGs, PNG for the rest. JPEGs arrive decoded at a reduced scale already
     (images.open_untrusted's draft), so a 12 MP photo costs about 1 ms, not ~70."""
-    if upload.format == "PNG" and exif_orientation(upload.image) == 1:
+    # Only a PNG within `max_side` is kept as sent: a larger one (a 6000x6000 PNG can be
+    # 150 KB) would cost every later preview of it a full decode (290 MB, 1 s of CPU).
+    if upload.format == "PNG" and exif_orientation(upload.image) == 1 and max(upload.image.size) <= max_side:
         data = png_pixels_only(upload.data)
         if data is not None:
             return data, "png"
@@ -244,11 +246,19 @@ def store_upload(upload, answer=None):
 
 def stored_answer(name):
     """The answer kept with the stored upload `name`; None when there is none (an unknown
-    or malformed name, an upload kept without one, or one deleted to make room)."""
+    or malformed name, an upload kept without one, or one deleted to make room) or when
+    its file is damaged."""
     if not STORED_NAME.fullmatch(name):
         return None
     data = upload_folder().answer(name)
-    return json.loads(data) if data is not None else None
+    if data is None:
+        return None
+    try:
+        answer = json.loads(data)
+    except ValueError:  # empty or cut short (a power cut: the file is renamed in, never fsynced), or not UTF-8
+        current_app.logger.warning("the answer kept with upload %s cannot be read (%d bytes)", name, len(data))
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 def upload_folder():

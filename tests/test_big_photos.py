@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.images import ImageRejected, open_untrusted
+from app.preprocessing import DIGIT_DRAFT
 from app.samples import STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes
 from helpers import multipart
 import struct
 
-from hostile_files import png
+from hostile_files import png, progressive_jpeg
 
 FIFTY_MEGAPIXELS = (8160, 6120)  # what several current phones save by default
 
@@ -55,3 +57,10 @@ def gif_header(width, height):
 def test_other_formats_over_the_budget_are_still_refused_from_the_header(client, bomb):
     response = post_big(client, "/api/predict/mnist", bomb, "bomb")
     assert response.status_code == 400 and "too many pixels" in response.json["error"]
+
+
+def test_a_refusal_for_memory_never_states_a_figure_within_the_limit():
+    """Just over the limit (256.3 MB), the message must not read "about 256 MB, over the limit of 256 MB"."""
+    with pytest.raises(ImageRejected) as refused:
+        open_untrusted(progressive_jpeg(837 * 8, 834 * 8, 2, components=3), draft=DIGIT_DRAFT)
+    assert "would take about 257 MB of memory, over the limit of 256 MB" in refused.value.message

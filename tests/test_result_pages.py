@@ -69,6 +69,20 @@ def test_unknown_result_addresses_are_404(client, address):
     assert client.get(address).status_code == 404
 
 
+@pytest.mark.parametrize("damaged", [
+    b"",  # the rename reached the disk and the data did not: a power cut (no fsync)
+    b'{"kind":"digits","results":{"cnn":[0.1',  # cut short
+    b"\xff\xfe not text",
+    b"[]",
+    b'{"kind":"digits"}',  # an answer of another shape (an older version of the app)
+])
+def test_a_damaged_answer_file_is_a_friendly_404_not_a_500(client, app, damaged):
+    address = post_file(client, "/predict", PHOTO, "a.jpg").headers["Location"]
+    (Path(app.config["UPLOAD_FOLDER"]) / (address.removeprefix("/digits/") + ".json")).write_bytes(damaged)
+    response = client.get(address)
+    assert response.status_code == 404 and "no longer kept" in response.data.decode()
+
+
 def test_a_digit_upload_has_no_xception_page_and_the_other_way_round(client):
     address = post_file(client, "/predict", PHOTO, "a.jpg").headers["Location"]
     assert client.get(address.replace("/digits/", "/xception/")).status_code == 404

@@ -247,3 +247,22 @@ def test_gunicorn_workers_keep_the_caps_exactly(tmp_path, mnist_sample):
     assert len(names) == len(set(names)) == 48
     assert len(stored(folder)) == 5 and set(stored(folder)) <= set(names)
     assert UploadFolder(folder).usage() == disk_usage(folder)
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The disk fills up after the answer is written and before the upload is: neither stays."""
+    folder = UploadFolder(tmp_path)
+    folder.usage()  # the ledger exists: only uploads' files are left to look at
+    real_write = folder._write
+
+    def write_then_fill_up(path, data):
+        if not path.endswith(ANSWER_SUFFIX):
+            with open(path, "xb") as f:
+                f.write(data[:10])
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(folder, "_write", write_then_fill_up)
+    with pytest.raises(OSError):
+        folder.store(b"x" * 100, "png", max_files=5, max_bytes=1000, answer=b"y" * 50)
+    assert folder_files(tmp_path) == [] and folder.usage() == (0, 0)
