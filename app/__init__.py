@@ -10,7 +10,7 @@ from pathlib import Path
 from flask import Flask
 
 from .images import DEFAULT_MAX_PIXELS
-from .models import BATCH_MAX_WAIT_SECONDS, DEFAULT_QUEUES, ModelRegistry, QueueSettings
+from .models import BATCH_MAX_WAIT_SECONDS, DEFAULT_QUEUES, XCEPTION_NICE, ModelRegistry, QueueSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +31,7 @@ ENVIRONMENT_SETTINGS = {
     "CNN_MAX_BATCH": int,
     "XCEPTION_MAX_BATCH": int,
     "BATCH_MAX_WAIT_MS": float,
+    "XCEPTION_NICE": int,
 }
 
 
@@ -61,6 +62,8 @@ def create_app(test_config=None):
         CNN_MAX_BATCH=DEFAULT_QUEUES["cnn"].max_batch,
         XCEPTION_MAX_BATCH=DEFAULT_QUEUES["xception"].max_batch,
         BATCH_MAX_WAIT_MS=BATCH_MAX_WAIT_SECONDS * 1000,
+        # Xception's TensorFlow threads run this much nicer than the request threads (0: not at all).
+        XCEPTION_NICE=XCEPTION_NICE,
     )
     for key, convert in ENVIRONMENT_SETTINGS.items():
         if key in os.environ:
@@ -70,7 +73,7 @@ def create_app(test_config=None):
 
     app.extensions["models"] = ModelRegistry(
         app.config["MODELS_FOLDER"], app.config["XCEPTION_WEIGHTS"], queues=queue_settings(app.config),
-        batch_max_wait=app.config["BATCH_MAX_WAIT_MS"] / 1000,
+        batch_max_wait=app.config["BATCH_MAX_WAIT_MS"] / 1000, xception_nice=app.config["XCEPTION_NICE"],
     )
 
     from . import api, errors, jobs, pages, serving, uploads

@@ -55,16 +55,20 @@ class QueueSettings:
 
 
 # Sized for 2 cores and gunicorn's 2 workers x 32 threads (gunicorn.conf.py): a worker's
-# 8 Xception requests take ~0.5-1.5 s to answer between them, so an admitted request
-# never waits long, and Xception can hold at most 8 of its 32 threads. A digit costs
+# 4 Xception requests take ~0.5 s to answer between them on idle cores, 4 s under a crowd
+# of digits (benchmarks/overload.py), and Xception can hold at most 4 of its 32 threads. A digit costs
 # ~2-5 ms: 32 at once is a crowd that still clears in a fraction of a second.
 DEFAULT_QUEUES = {
     "dense": QueueSettings(limit=32),
     "cnn": QueueSettings(limit=32, max_batch=64, seconds_per_request=0.002),
-    "xception": QueueSettings(limit=8, max_batch=8, seconds_per_request=0.1),
+    "xception": QueueSettings(limit=4, max_batch=8, seconds_per_request=0.1),
 }
 BATCH_MAX_WAIT_SECONDS = 0.002  # a batch waits this long at most for requests still decoding
-XCEPTION_NICE = 10  # TensorFlow's threads yield the CPU to digit and page requests (lower_tensorflow_priority)
+# How much nicer than the request threads Xception's TensorFlow threads run (lower_tensorflow_priority).
+# 0 by default: under a crowd that keeps both cores busy with digits, 10 (digits first) left
+# Xception 1.0 images/s and a 26 s p99, 0 left it 2.3 images/s and 4.6 s, digits 0.34 -> 0.48 s
+# p50 (benchmarks/overload.py, README). XCEPTION_NICE=10 puts digits first.
+XCEPTION_NICE = 0
 
 
 class ModelUnavailable(RuntimeError):
@@ -328,7 +332,7 @@ def note_threads_before_tensorflow():
         _threads_before_tensorflow[os.getpid()] = native_thread_ids()
 
 
-def lower_tensorflow_priority(nice=XCEPTION_NICE):
+def lower_tensorflow_priority(nice):
     """Run TensorFlow's own threads (Xception's compute: the digit models run in NumPy on the
     request threads) at a lower CPU priority: on a busy server, digits and pages get the
     cores first, and Xception all that is left, which is all of it when nothing else runs.
@@ -353,11 +357,12 @@ class ModelRegistry:
     """All models of one process. Cheap to create: nothing loads until asked."""
 
     def __init__(self, models_folder, xception_weights="imagenet", queues=None,
-                 batch_max_wait=BATCH_MAX_WAIT_SECONDS):
+                 batch_max_wait=BATCH_MAX_WAIT_SECONDS, xception_nice=XCEPTION_NICE):
         self.models_folder = Path(models_folder)
         self.xception_weights = xception_weights
         self.queues = dict(DEFAULT_QUEUES, **(queues or {}))
         self.batch_max_wait = batch_max_wait
+        self.xception_nice = xception_nice  # 0: Xception's threads keep the server's priority
         self.admissions = {name: Admission(name, settings.limit, settings.seconds_per_request)
                            for name, settings in self.queues.items()}
         self._digits = {}
@@ -445,7 +450,8 @@ class ModelRegistry:
         try:
             model = self._in_line("xception", load_xception(self.xception_weights, progress=self._note_download))
             model.warm_up()
-            lower_tensorflow_priority()
+            if self.xception_nice > 0:
+                lower_tensorflow_priority(self.xception_nice)
             log.info("Xception ready in %.1f s", time.monotonic() - started)
         except Exception as exc:  # nothing may escape a background thread unseen
             if not isinstance(exc, ModelUnavailable):

@@ -363,6 +363,7 @@ def production_server(workdir, **env):
     port = free_port()
     environment = {**os.environ, "PORT": str(port), "UPLOAD_FOLDER": str(workdir / f"uploads-{port}"),
                    "GUNICORN_CMD_ARGS": "--max-requests 0",  # no worker recycling in the middle of a measurement
+                   "JOB_EMBEDDED_WORKER": "0",  # no batch-job worker sharing the cores
                    **{key: str(value) for key, value in env.items()}}
     log = open(workdir / f"gunicorn-{port}.log", "w+")
     launched = time.perf_counter()
@@ -374,7 +375,11 @@ def production_server(workdir, **env):
         yield Server(process, port, launched, log)
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # requests still queued for a busy model: don't wait them out
+            process.kill()
+            process.wait()
         log.close()
 
 

@@ -48,7 +48,7 @@ class Connection:
         self.port = port
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
-    def send(self, method, path, body=None, headers=None):
+    def send(self, method, path, body=None, headers=None, retry=True):
         started = time.perf_counter()
         try:
             self.connection.request(method, path, body, headers or {})
@@ -56,6 +56,10 @@ class Connection:
             response.read()
         except (OSError, http.client.HTTPException) as exc:
             self.connection.close()  # reconnects on the next request
+            if retry and isinstance(exc, (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)):
+                # The server closed a connection left idle past its keep-alive (5 s), as after a
+                # long Retry-After: a client opens a new one, and so does this one, once.
+                return self.send(method, path, body, headers, retry=False)
             return type(exc).__name__, time.perf_counter() - started, None
         retry_after = response.getheader("Retry-After")
         return response.status, time.perf_counter() - started, int(retry_after) if retry_after else None
