@@ -605,11 +605,15 @@ def main(argv=None):
     if args.numbers_only:
         numbers_only(args)
         return
-    markdown = report(run(args), args)
+    publish(report(run(args), args), args.out)
+
+
+def publish(markdown, out):
+    """Print a benchmark's markdown report and write it to `out`."""
     print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    print(f"written to {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.benchmark import (RESULTS, canvas_png, percentile_ms, photo_jpeg, production_server,  # noqa: E402
-                                  upload, xception_weights)
+                                  publish, upload, xception_weights)
 
 PROBE_EVERY = 0.1
 SINGLE_XCEPTION_REQUESTS = 20
@@ -188,11 +188,7 @@ def main(argv=None):
         load_before = os.getloadavg()[0]
         results, probes, elapsed = crowd(server.port, routes, args.clients, args.duration)
         load_after = os.getloadavg()[0]
-    markdown = report(args, weights_name, single_rate, results, probes, elapsed, (load_before, load_after))
-    print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    print(f"written to {args.out}")
+    publish(report(args, weights_name, single_rate, results, probes, elapsed, (load_before, load_after)), args.out)
 
 
 if __name__ == "__main__":
