@@ -57,7 +57,7 @@ def number_photo():
         row.paste(drawing, (280 * index, 0))
     page = Image.new("RGB", (900, 600), "white")
     page.paste(row, (30, 160))
-    return jpeg_bytes(photograph(page, (640, 480), "plain", 0.9, seed=2))
+    return jpeg_bytes(photograph(page, (640, 480), "plain", 0.6, seed=2))
 
 
 def upload_error(page, problems):
