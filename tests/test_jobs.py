@@ -110,6 +110,18 @@ def test_the_csv_has_the_same_rows_in_upload_order(client, digits):
         assert float(row["confidence"]) == pytest.approx(summary[row["file"]]["confidence"])
 
 
+def test_file_names_that_spreadsheets_would_run_as_formulas_are_text_in_the_csv(client, digits):
+    """A ZIP member named '=HYPERLINK(...).png' must not become a live formula when the
+    CSV is opened in a spreadsheet: such cells start with ' (the JSON keeps the name)."""
+    image = next(iter(digits[1].values()))
+    names = ['=HYPERLINK("http://evil.example","x").png', "+cmd|calc.png", "-2+3.png", "@SUM(1).png",
+             "\tA1.png", "plain-name.png"]
+    job = submit(client, [("scans.zip", zip_bytes({name: image for name in names}))]).json
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/jobs/{job['id']}/results.csv").text)))
+    assert [row["file"] for row in rows] == ["'" + name for name in names[:-1]] + ["plain-name.png"]
+    assert sorted(row["file"] for row in answers(client, job["id"])["results"]) == sorted(names)
+
+
 def test_after_gives_only_the_rows_recorded_since(client, digits):
     _, files = digits
     job = submit(client, [("scans.zip", zip_bytes(files))]).json
