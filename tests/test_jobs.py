@@ -110,6 +110,18 @@ def test_the_csv_has_the_same_rows_in_upload_order(client, digits):
         assert float(row["confidence"]) == pytest.approx(summary[row["file"]]["confidence"])
 
 
+def test_file_names_that_spreadsheets_would_run_as_formulas_are_text_in_the_csv(client, digits):
+    """A ZIP member named '=HYPERLINK(...).png' must not become a live formula when the
+    CSV is opened in a spreadsheet: such cells start with ' (the JSON keeps the name)."""
+    image = next(iter(digits[1].values()))
+    names = ['=HYPERLINK("http://evil.example","x").png', "+cmd|calc.png", "-2+3.png", "@SUM(1).png",
+             "\tA1.png", "plain-name.png"]
+    job = submit(client, [("scans.zip", zip_bytes({name: image for name in names}))]).json
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/jobs/{job['id']}/results.csv").text)))
+    assert [row["file"] for row in rows] == ["'" + name for name in names[:-1]] + ["plain-name.png"]
+    assert sorted(row["file"] for row in answers(client, job["id"])["results"]) == sorted(names)
+
+
 def test_after_gives_only_the_rows_recorded_since(client, digits):
     _, files = digits
     job = submit(client, [("scans.zip", zip_bytes(files))]).json
@@ -219,6 +231,8 @@ BAD_ZIPS = [
     ("nested zip", lambda: zip_with("inner.zip", zip_bytes({"a.png": b"x"})), 400, "holds another ZIP"),
     ("nested zip, renamed", lambda: zip_with("inner.png", zip_bytes({"a.png": b"x"})), 400, "holds another ZIP"),
     ("bomb by ratio", lambda: zip_with("blank.bmp", bytes(8 * MEGABYTE)), 413, "compressed over 200:1"),
+    ("bomb by many small members", lambda: zip_bytes({f"{i}.bmp": bytes(600 * 1024) for i in range(3)}), 413,
+     "files are compressed over 200:1 together"),
     ("bomb by total size", lambda: zip_bytes({f"{i}.bin": os.urandom(MEGABYTE) for i in range(3)}), 413,
      "unpacks to 3 MB: the limit is 2 MB unpacked"),
     ("not a zip", lambda: b"PK\x03\x04" + os.urandom(200), 400, "is not a readable ZIP"),
@@ -236,6 +250,17 @@ def test_a_bad_zip_is_refused_with_nothing_stored(app, client, make, status, mes
     assert response.status_code == status
     assert message in response.json["error"]
     assert stored_job_folders(app) == []
+
+
+def test_a_zip_with_too_many_files_is_refused_before_any_is_written(tmp_path):
+    """10,001 members: refused from the ZIP's directory, not after 10,000 files are written."""
+    from app.jobs.unpack import JobInputRejected, Limits, unpack
+
+    folder = tmp_path / "job"
+    with pytest.raises(JobInputRejected, match="more than 4 files"):
+        unpack([("scans.zip", io.BytesIO(zip_bytes({f"{i}.png": b"x" for i in range(5)})))], folder,
+               Limits(max_files=4, max_unpacked_bytes=MEGABYTE, max_ratio=200))
+    assert list(folder.iterdir()) == []
 
 
 @pytest.mark.parametrize(("fields", "files", "status", "message"), [

@@ -64,8 +64,7 @@ def unpack(sent_files, folder, limits):
 
 def keep(folder, names, name, data, limits):
     if len(names) >= limits.max_files:
-        raise JobInputRejected(f"the job has more than {limits.max_files:,} files: the limit is "
-                               f"{limits.max_files:,} a job", 413)
+        raise too_many_files(limits)
     (folder / str(len(names))).write_bytes(data)
     names.append(name)
 
@@ -79,8 +78,11 @@ def zip_members(filename, stream, limits, unpacked_before):
         raise JobInputRejected(f"{shown} is not a readable ZIP ({exc})") from None
     with archive:
         members = [info for info in archive.infolist() if wanted(info)]
+        if len(members) > limits.max_files:  # said before thousands of files are written, not after
+            raise too_many_files(limits)
         for info in members:
             check_member(shown, info, limits)
+        check_whole_ratio(shown, members, limits)
         total = unpacked_before + sum(info.file_size for info in members)
         if total > limits.max_unpacked_bytes:
             raise JobInputRejected(
@@ -114,6 +116,21 @@ def check_member(shown, info, limits):
         raise JobInputRejected(
             f"{shown}: {name[:100]!r} is compressed over {limits.max_ratio}:1 "
             f"({info.file_size / MEGABYTE:,.0f} MB from {info.compress_size:,} bytes): refused as a zip bomb", 413)
+
+
+def check_whole_ratio(shown, members, limits):
+    """Many members, each too small for its own ratio to be checked, can still be a bomb
+    together: a thousand blank 1 MB files are 1 GB on disk from a 1 MB upload."""
+    size, packed = sum(info.file_size for info in members), sum(info.compress_size for info in members)
+    if size >= RATIO_CHECKED_FROM and size > limits.max_ratio * max(packed, 1):
+        raise JobInputRejected(
+            f"{shown}'s files are compressed over {limits.max_ratio}:1 together "
+            f"({size / MEGABYTE:,.0f} MB from {packed:,} bytes): refused as a zip bomb", 413)
+
+
+def too_many_files(limits):
+    return JobInputRejected(f"the job has more than {limits.max_files:,} files: the limit is "
+                            f"{limits.max_files:,} a job", 413)
 
 
 def nested(shown, name):

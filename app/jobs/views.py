@@ -20,6 +20,10 @@ from .unpack import JobInputRejected, Limits, unpack
 bp = Blueprint("jobs", __name__)
 
 CSV_COLUMNS = ("file", "prediction", "confidence", "error")
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets, and a
+# file name is the user's text: "=HYPERLINK(...).png" would run when the CSV is opened (OWASP's
+# "CSV injection"). Such a cell gets a leading ' , which spreadsheets show as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 FORM_FIELDS = 8  # kind, model, and room for a browser's extras
 
 
@@ -123,9 +127,13 @@ def job_csv(job_id):
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     for row in sorted(job_store().results(job.id), key=lambda row: row.position):
-        writer.writerow([row.file, row.prediction, row.confidence, row.error])
+        writer.writerow([as_text_cell(row.file), row.prediction, row.confidence, as_text_cell(row.error)])
     return Response(buffer.getvalue(), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="job-{job.id[:8]}.csv"'})
+
+
+def as_text_cell(text):
+    return "'" + text if text and text.startswith(FORMULA_STARTS) else text
 
 
 # The pages
