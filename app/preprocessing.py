@@ -197,11 +197,6 @@ def median(values):
     return float(np.partition(flat, middle)[middle])
 
 
-def ink_map(gray):
-    """Grey levels -> ink strength, light ink on a zero background, like MNIST."""
-    return photo_ink(gray)[0]
-
-
 def photo_ink(gray):
     """(ink strength, noise): grey levels -> light ink on a zero background, like MNIST,
     and the background's noise (one standard deviation) in the same units.
