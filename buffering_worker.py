@@ -42,6 +42,7 @@ from functools import partial
 
 from gunicorn import http
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 HEAD_SECONDS = 10  # request line and headers, from their first byte
@@ -54,6 +55,7 @@ THREAD_SOCKET_SECONDS = 30  # backstop: a thread never waits longer on one send 
 PROBE_SOCKET_SECONDS = 0.1
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 RECEIVE_BYTES = 256 * 1024
+NEXT_PIECE_BYTES = 64 * 1024
 EXPIRY_CHECK_EVERY = 0.25
 PROBE_THREADS = 2
 
@@ -183,6 +185,59 @@ class IncomingRequest:
             at = self._next_chunk = start + size + 2
 
 
+class HeldBytesUnreader(SocketUnreader):
+    """gunicorn's SocketUnreader, serving the bytes handed back to it (unread) by slicing.
+
+    gunicorn holds them in a BytesIO and copies the whole remainder twice on every
+    read(size): Werkzeug's form parser reads a body 64 KB at a time, so a 2 MB phone photo
+    was copied some 64 times over (24 ms), and draining an unread 2 MB body 1 KB at a
+    time (keep-alive after a refusal) copied it 2,000 times. The event loop hands over
+    each whole request at once, so here they are one bytes object and an offset.
+    read() with no size gives the next NEXT_PIECE_BYTES at most, as a socket's recv()
+    would, not all that is held: gunicorn parses the head from such pieces, and copied
+    the whole body several times when given all of it."""
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.held, self.at = b"", 0  # bytes handed back, and how far they have been read
+
+    def unread(self, data):
+        back = self.at - len(data)
+        if data and back >= 0 and memoryview(self.held)[back:self.at] == data:
+            self.at = back  # what was just read, handed back (gunicorn does so after each head)
+        else:
+            self.held, self.at = bytes(data) + self.held[self.at:], 0
+
+    def take_buffered(self):
+        return self.take_held() + super().take_buffered()
+
+    def read(self, size=None, read_ahead=None):
+        if size is not None and not isinstance(size, int):
+            raise TypeError("size parameter must be an int or long.")
+        if size == 0:
+            return b""
+        available = len(self.held) - self.at
+        if not available:  # nothing handed back: the socket, as gunicorn reads it
+            return super().read(size, read_ahead)
+        if size is not None and 0 < size < available:
+            self.at += size
+            return self.held[self.at - size:self.at]
+        if size is None or size < 0:  # "the next piece": a head is parsed from these
+            size = min(available, NEXT_PIECE_BYTES)
+            self.at += size
+            return self.held[self.at - size:self.at]
+        data = self.take_held()
+        if size == available:
+            return data
+        # More than is held: the rest from the socket (and what gunicorn's buffer holds).
+        rest_ahead = None if read_ahead is None else max(read_ahead - available, 0)
+        return data + super().read(size - available, rest_ahead)
+
+    def take_held(self):
+        data, self.held, self.at = self.held[self.at:], b"", 0
+        return data
+
+
 class BufferingThreadWorker(ThreadWorker):
     """gthread, except that a thread only ever gets a request that has arrived (see above)."""
 
@@ -215,6 +270,7 @@ class BufferingThreadWorker(ThreadWorker):
         self.nr_conns += 1
         conn = TConn(self.cfg, client, address, listener.getsockname())  # non-blocking
         conn.parser = http.get_parser(self.cfg, conn.sock, address)
+        conn.parser.unreader = HeldBytesUnreader(conn.sock)
         conn.initialized = conn.data_ready = True  # so handle() neither waits nor makes another parser
         conn.timeout = time.monotonic() + self.cfg.keepalive
         self.pending_conns.append(conn)

@@ -3,8 +3,11 @@ thread gets a request only once it is `ready`, and keeps the connection alive on
 it was `whole` (every byte in memory). Over real HTTP: test_live_server.py."""
 
 import pytest
+from gunicorn.http.unreader import SocketUnreader
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from buffering_worker import IncomingRequest
+from buffering_worker import HeldBytesUnreader, IncomingRequest
 
 MAX_HEAD, MAX_BODY = 1000, 100
 
@@ -75,3 +78,57 @@ def test_the_deadline_is_short_for_the_head_and_longer_for_the_body():
 
     assert arriving(b"POST / HTTP/1.1\r\n").deadline == HEAD_SECONDS
     assert arriving(post(b"", b"Content-Length: 50")).deadline == REQUEST_SECONDS
+
+
+# The bytes handed to a thread: HeldBytesUnreader must read exactly as gunicorn's own
+# unreader does, only without copying the remainder on every read.
+
+class TrickleSocket:
+    """A socket whose recv() gives at most `step` bytes of `data` at a time, then b""."""
+
+    def __init__(self, data, step):
+        self.data, self.step = data, step
+
+    def recv(self, size):
+        piece, self.data = self.data[:min(size, self.step)], self.data[min(size, self.step):]
+        return piece
+
+
+reads = st.one_of(
+    st.tuples(st.just("read"), st.one_of(st.none(), st.integers(-1, 300)), st.one_of(st.none(), st.integers(0, 600))),
+    st.tuples(st.just("unread"), st.binary(max_size=50), st.none()),
+    st.tuples(st.just("take_buffered"), st.none(), st.none()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(handed=st.binary(max_size=400), on_socket=st.binary(max_size=400), step=st.integers(1, 64),
+       operations=st.lists(reads, max_size=25))
+def test_held_bytes_read_exactly_as_gunicorns_unreader_reads_them(handed, on_socket, step, operations):
+    ours, theirs = HeldBytesUnreader(TrickleSocket(on_socket, step)), SocketUnreader(TrickleSocket(on_socket, step))
+    for unreader in (ours, theirs):
+        unreader.unread(handed)
+    for operation, argument, read_ahead in operations:
+        if operation == "read" and (argument is None or argument < 0):
+            # "The next piece": ours may be shorter; the rest stays next in line.
+            piece, whole = ours.read(argument, read_ahead), theirs.read(argument, read_ahead)
+            assert whole.startswith(piece) and (piece or not whole)
+            theirs.unread(whole[len(piece):])
+        elif operation == "read":
+            assert ours.read(argument, read_ahead) == theirs.read(argument, read_ahead)
+        elif operation == "unread":
+            ours.unread(argument), theirs.unread(argument)
+        else:
+            assert ours.take_buffered() == theirs.take_buffered()
+    assert ours.read(10_000) == theirs.read(10_000)  # and what is left
+
+
+def test_a_phone_photo_read_64_kb_at_a_time_comes_back_whole_then_the_socket():
+    body = bytes(range(256)) * 8192  # 2 MB, a phone photo
+    unreader = HeldBytesUnreader(TrickleSocket(b"GET /next", 1024))
+    unreader.unread(body)
+    pieces = []
+    while len(pieces) * 65536 < len(body):
+        pieces.append(unreader.read(65536))
+    assert b"".join(pieces) == body
+    assert unreader.read(None) == b"GET /next"  # then the socket, as before
