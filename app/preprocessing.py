@@ -142,6 +142,8 @@ def grayscale(image):
             f"the image is too small ({image.size[0]}x{image.size[1]} pixels); "
             f"it needs at least {MIN_SIZE}x{MIN_SIZE}"
         )
+    if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] == 255:
+        image = image.convert("L")  # an opaque canvas export: one conversion, not RGB then grey
     image = upright_flat(image, WORK_SIZE)
     if max(image.size) > WORK_SIZE:
         image = image.copy()
@@ -163,7 +165,7 @@ def drawing_ink(gray):
     needs no more pixels than MNIST's processing keeps: a 280x280 canvas costs what a
     small image does.
     """
-    counts = np.bincount(gray.ravel(), minlength=256)
+    counts = np.array(Image.fromarray(gray).histogram())  # in C, without bincount's cast to 64 bits
     background = int(counts.argmax())
     near = counts[max(0, background - CLEAN_NEAR) : background + CLEAN_NEAR + 1].sum() - counts[background]
     if counts[background] < CLEAN_SHARE * gray.size or near > CLEAN_NOISE * gray.size:

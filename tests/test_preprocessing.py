@@ -65,12 +65,13 @@ def test_uneven_lighting_is_removed():
     assert digit[:, :3].max() == 0.0 and digit[:, -3:].max() == 0.0
 
 
-def test_exif_orientation_is_applied():
-    upright = Image.fromarray(stroke_digit(ink=0, paper=255))
+@pytest.mark.parametrize(("mode", "file_format"), [("L", "JPEG"), ("RGBA", "PNG")])  # RGBA: an opaque canvas
+def test_exif_orientation_is_applied(mode, file_format):
+    upright = Image.fromarray(stroke_digit(ink=0, paper=255)).convert(mode)
     sideways = upright.transpose(Image.Transpose.ROTATE_270)  # stored turned clockwise ...
     exif = Image.Exif()
     exif[0x0112] = 8  # ... with EXIF orientation 8: "turn it back anticlockwise to view"
-    photo = prepare_image(Image.open(io.BytesIO(encode(sideways, "JPEG", quality=95, exif=exif))))
+    photo = prepare_image(Image.open(io.BytesIO(encode(sideways, file_format, quality=95, exif=exif))))
 
     def similarity(a, b):  # blurred, so a one-pixel JPEG shift does not count
         a, b = ndimage.gaussian_filter(a, 1.0).ravel(), ndimage.gaussian_filter(b, 1.0).ravel()
