@@ -589,6 +589,10 @@ EAGER_CROSSINGS = 2  # ... even where the cut crosses two strokes (glyphs that o
 TALL = 0.7  # both sides of a cut through touching digits have ink on this share of the row's height
 NARROWEST = 0.2  # ... and are at least this wide (a share of the row's height)
 CUT_INK = 2.0  # a cut crosses at most this many stroke widths of ink (a join, not a digit's stem)
+# How plausible a part is as one digit, by its width: digits up to WIDE_DIGIT row heights
+# wide are all alike; wider, the odds fall by e every WIDE_DECAY row heights. Tuned on
+# number photos (seed 1): a wide handwritten 0, 2 or 4 read whole, touching glyphs cut.
+WIDE_DIGIT, WIDE_DECAY = 1.1, 3.0
 
 
 @dataclass(frozen=True)
@@ -597,6 +601,7 @@ class FoundDigit:
 
     pixels: np.ndarray  # float32 (28, 28) in [0, 1], MNIST-style
     box: tuple  # (x, y, width, height) in the picture's upright pixels
+    plausibility: float = 1.0  # 0-1: how likely a part this wide is one digit (WIDE_DIGIT)
 
 
 def prepare_digits(image, size=None):
@@ -616,10 +621,11 @@ def prepare_digits(image, size=None):
 
 
 def digit_choices(image, size=None):
-    """prepare_digits' digits, with a second reading where one is open: for each group of
-    ink, left to right, [its digits as prepare_digits cuts them] and, where a keener cut
-    (at EAGER_CUT_WIDTH) gives other digits, those too. A caller with a model picks
-    between them by the model's confidence (recognition.read_number)."""
+    """prepare_digits' digits, with other readings where they are open: for each group of
+    ink, left to right, [its digits as prepare_digits cuts them] and, where they differ,
+    the digits of a keener cut (at EAGER_CUT_WIDTH) and the group left whole (one wide
+    digit). A caller with a model picks between them by the model's confidence and each
+    part's plausibility as a digit (recognition.read_number)."""
     # Worked on at prepare_image's size: measured, twice as many pixels for wide
     # pictures read no more numbers right (95.3% against 95.7%), and cost more.
     gray = grayscale(image)
@@ -629,12 +635,12 @@ def digit_choices(image, size=None):
         size = (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
     scale_x, scale_y = size[0] / gray.shape[1], size[1] / gray.shape[0]
 
-    def found(rows, cols, mask):
+    def found(rows, cols, mask, plausibility):
         digit = np.where(mask, ink[rows, cols], 0.0)
         x0, y0 = (left + cols.start * factor) * scale_x, (top + rows.start * factor) * scale_y
         x1, y1 = (left + cols.stop * factor) * scale_x, (top + rows.stop * factor) * scale_y
         box = (int(x0), int(y0), max(1, round(x1 - int(x0))), max(1, round(y1 - int(y0))))
-        return FoundDigit(centre_by_mass(fit_box(digit)), box)
+        return FoundDigit(centre_by_mass(fit_box(digit)), box, plausibility)
 
     choices = [[[found(*mask) for mask in option] for option in options] for options in digit_masks(ink)]
     if not choices:
@@ -663,25 +669,29 @@ def digit_masks(ink):
     choices = []
     for group in groups:
         options = []
-        for widest, crossings in ((CUT_WIDTH * usual, 1), (EAGER_CUT_WIDTH * usual, EAGER_CROSSINGS)):
+        # The cautious cut, the keener one, and none at all (a wide 0, 2 or 4 is one digit).
+        for widest, crossings in ((CUT_WIDTH * usual, 1), (EAGER_CUT_WIDTH * usual, EAGER_CROSSINGS),
+                                  (np.inf, 1)):
             digits = [digit for digit in cut_apart(group, labels, row_height, widest, stroke, crossings)
                       if digit.height >= SPECK * row_height]
             if digits and all(digits != option for option in options):
                 options.append(digits)
         if options and options[0]:
-            choices.append([[digit_mask(digit, labels) for digit in option] for option in options])
+            choices.append([[digit_mask(digit, labels, row_height) for digit in option] for option in options])
     return choices
 
 
-def digit_mask(digit, labels):
-    """(rows, cols, mask) of a digit: its box, with room for the rim (two pixels each way)."""
+def digit_mask(digit, labels, row_height):
+    """(rows, cols, mask, plausibility) of a digit: its box, with room for the rim (two
+    pixels each way), and how plausible a digit of its width is (WIDE_DIGIT)."""
     top, left = max(0, digit.top - 2), max(0, digit.left - 2)
     rows = slice(top, min(labels.shape[0], digit.bottom + 2))
     cols = slice(left, min(labels.shape[1], digit.right + 2))
     mine = np.isin(labels[rows, cols], digit.indices)
     mine[:, : digit.left - left] = False
     mine[:, digit.right - left :] = False
-    return rows, cols, grow(mine, 2)
+    plausibility = float(np.exp(-max(0.0, digit.width / row_height - WIDE_DIGIT) / WIDE_DECAY))
+    return rows, cols, grow(mine, 2), plausibility
 
 
 @dataclass

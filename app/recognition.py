@@ -4,6 +4,7 @@ Route -> admitted -> read_upload -> prepare_image (prepare_digits) -> model -> J
 """
 
 import io
+import math
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -136,10 +137,12 @@ def read_number(image, model_name, size=None):
     rows = iter(digit_model(model_name)(np.stack([digit.pixels for digit in candidates])))
     readings = []
     for options in choices:
-        read = [[DigitReading(int(row.argmax()), float(row.max()), [float(p) for p in row], digit.box, digit.pixels)
-                 for digit, row in zip(option, rows)] for option in options]
-        # Where the group might be touching digits, the cut the model is surer of all its parts of.
-        readings += max(read, key=lambda option: min(reading.confidence for reading in option))
+        read = [[(DigitReading(int(row.argmax()), float(row.max()), [float(p) for p in row], digit.box, digit.pixels),
+                  digit.plausibility) for digit, row in zip(option, rows)] for option in options]
+        # Where the group might be touching digits, or one wide digit: the reading most
+        # likely as a whole, each part's confidence weighed by its plausibility as a digit.
+        best = max(read, key=lambda option: math.prod(reading.confidence * plausible for reading, plausible in option))
+        readings += [reading for reading, _ in best]
     too_many(len(readings))
     return NumberReading(model_name, readings)
 

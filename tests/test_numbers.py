@@ -122,6 +122,25 @@ def test_the_model_decides_whether_a_group_is_touching_digits(client, number_of,
     assert post_file(client, "/api/predict/number", encode(image)).json["number"] == text
 
 
+def arc(width, start, end, points=40):
+    """An oval's arc `width` wide (1 tall) from `start` to `end` degrees, as one stroke."""
+    return [[(width / 2 * (1 + np.cos(np.radians(a))), 0.5 - 0.5 * np.sin(np.radians(a)))
+             for a in np.linspace(start, end, points)]]
+
+
+@pytest.mark.parametrize("digit_strokes, expected", [
+    ([ONE, arc(1.5, 80, 400), ONE], "101"),  # a wide 0, not closed at the top
+    ([arc(1.3, 170, 370), ONE], "01"),  # a U-shaped 0
+], ids=["wide-open-0", "U-shaped-0"])
+def test_a_wide_digit_that_looks_like_two_is_read_whole(client, digit_strokes, expected):
+    """The cautious cut splits these 0s where one stroke crosses (as a 6 and a 1); the
+    group left whole is an option too, and the model's confidence, weighed by how
+    plausible each part's width is, picks it."""
+    image = strokes_image(digit_strokes)
+    assert len(prepare_digits(image)) > len(expected)  # cut apart without the model's say
+    assert post_file(client, "/api/predict/number", encode(image)).json["number"] == expected
+
+
 def test_specks_are_dropped(number_of, registry):
     image = number_of("2026")
     draw = ImageDraw.Draw(image)
