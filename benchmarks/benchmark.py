@@ -201,34 +201,31 @@ def percentile_ms(seconds, q):
     return float(np.percentile(seconds, q)) * 1000 if seconds else float("nan")
 
 
-def sequential_latency(port, request, count, warm_up=5):
-    """Seconds of `count` requests sent one after another on one keep-alive connection."""
-    client = Client(port)
-    for _ in range(warm_up):
-        client.send(request)
-    times, errors = [], 0
-    for _ in range(count):
-        status, seconds = client.send(request)
-        times.append(seconds)
-        errors += status != 200
-    client.close()
-    return times, errors
-
-
-def interleaved_latency(port, requests, count, warm_up=5):
+def interleaved_latency(port, requests, count, warm_up=5, local=None):
     """{name: (seconds, errors)} for `count` rounds of one request of each kind, in turn, on
-    one keep-alive connection: every kind sees the same moments of the machine, so the
-    ratios between them do not depend on what else ran during one kind's turn."""
+    one keep-alive connection, and of each function in `local` ({name: function}, work
+    done in this process: a yardstick such as a full decode): every kind sees the same
+    moments of the machine, so the ratios between them do not depend on what else ran
+    during one kind's turn, nor on the machine's speed drifting between phases (on the
+    2-core build machine, one full decode took 53 ms in one minute and 92-108 ms in another)."""
     client = Client(port)
-    for request in list(requests.values()) * warm_up:
-        client.send(request)
-    results = {name: ([], 0) for name in requests}
+    local = local or {}
+    for _ in range(warm_up):
+        for request in requests.values():
+            client.send(request)
+        for work in local.values():
+            work()
+    results = {name: ([], 0) for name in [*requests, *local]}
     for _ in range(count):
         for name, request in requests.items():
             status, seconds = client.send(request)
             times, errors = results[name]
             times.append(seconds)
             results[name] = (times, errors + (status != 200))
+        for name, work in local.items():
+            started = time.perf_counter()
+            work()
+            results[name][0].append(time.perf_counter() - started)
     client.close()
     return results
 
@@ -294,32 +291,22 @@ def server_memory(pid):
     return [memory_mb(p, "VmRSS") for p in pids], sum(memory_mb(p, "Pss") for p in pids)
 
 
-def compiled_xception_forward(weights, count):
-    """Seconds of `count` compiled Xception forward passes in this process, after warm-up."""
+def compiled_xception_forward(weights):
+    """A function running one compiled Xception forward pass in this process (warmed up):
+    the yardstick of the Xception requests, timed in turns with them."""
     from app.models import load_xception
     from app.preprocessing import prepare_xception_input
 
     model = load_xception(str(weights))
     model.warm_up()
     batch = prepare_xception_input(Image.open(io.BytesIO(photo_jpeg())))  # (1, 299, 299, 3)
-    for _ in range(3):
-        model(batch)
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        model(batch)
-        times.append(time.perf_counter() - started)
-    return times
+    return lambda: model(batch)
 
 
-def full_decode(data, count):
-    """Seconds of `count` full Pillow decodes of the JPEG `data` in this process, after warm-up."""
-    times = []
-    for _ in range(count + 3):
-        started = time.perf_counter()
-        Image.open(io.BytesIO(data)).load()
-        times.append(time.perf_counter() - started)
-    return times[3:]
+def full_decode(data):
+    """A function doing one full Pillow decode of the JPEG `data` in this process: the
+    yardstick of the 12 MP photo requests, timed in turns with them."""
+    return lambda: Image.open(io.BytesIO(data)).load()
 
 
 def xception_weights():
@@ -438,7 +425,7 @@ def number_latency(port, requests, count):
     return interleaved_latency(port, {name: request for name, request in requests.items() if "1200x400" in name}, count)
 
 
-def warm_server(workdir, requests, env, args):
+def warm_server(workdir, requests, env, args, forward):
     """Latency and throughput with every worker warm, Xception included."""
     with production_server(workdir, XCEPTION_EAGER=1, **env) as server:
         server.wait_until_warm()
@@ -452,11 +439,18 @@ def warm_server(workdir, requests, env, args):
             turns = interleaved_latency(server.port, {name: requests[name] for name in kinds}, args.requests)
             results["latency"].update(turns if arch == "dense" else {k: v for k, v in turns.items() if k != kinds[0]})
             results[f"health beside {arch}"] = turns[kinds[0]][0]
-        for name in [name for name in requests if "12 MP" in name and "xception" not in name]:
-            results["latency"][name] = sequential_latency(server.port, requests[name], args.photo_requests)
+        # The photo requests and Xception's take turns with their yardsticks, done here.
+        photos = interleaved_latency(server.port, {name: request for name, request in requests.items()
+                                                   if "12 MP" in name and "xception" not in name},
+                                     args.photo_requests, local={"full decode": full_decode(phone_photo())})
+        results["full decode"] = photos.pop("full decode")[0]
+        results["latency"].update(photos)
         results["latency"].update(number_latency(server.port, requests, args.photo_requests))
-        for name in [name for name in requests if "xception" in name]:
-            results["latency"][name] = sequential_latency(server.port, requests[name], args.xception_requests)
+        xception = interleaved_latency(server.port, {name: request for name, request in requests.items()
+                                                     if "xception" in name},
+                                       args.xception_requests, local={"forward": forward})
+        results["forward"] = xception.pop("forward")[0]
+        results["latency"].update(xception)
         for name in THROUGHPUT_REQUESTS:
             request = requests[name]
             duration = args.duration * (3 if "xception" in name else 1)  # a few requests per client at least
@@ -471,12 +465,10 @@ def run(args):
     weights, weights_source = xception_weights()
     env = {"XCEPTION_WEIGHTS": weights}
     results = {"weights": weights_source, "load_before": os.getloadavg()}
-    # Before any server runs, so that nothing else competes for the cores.
-    results["forward"] = compiled_xception_forward(weights, args.xception_requests)
-    results["full decode"] = full_decode(phone_photo(), args.photo_requests)
+    forward = compiled_xception_forward(weights)
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
         results.update(cold_start(Path(scratch), requests, env))
-        results.update(warm_server(Path(scratch), requests, env, args))
+        results.update(warm_server(Path(scratch), requests, env, args, forward))
     results["load_after"] = os.getloadavg()
     return results
 
@@ -558,9 +550,10 @@ def report(results, args):
         f"{args.requests} rounds of a health, a digit (28x28 PNG), a drawn digit (canvas PNG) and a TF Serving "
         "request in turn, per model "
         "(each ratio uses the health requests of its own rounds); "
-        f"{args.photo_requests} sequential 12 MP photo digit requests per model; "
+        f"{args.photo_requests} rounds of a 12 MP photo digit request per model and a full decode of that photo "
+        "here, in turn; "
         f"{args.photo_requests} rounds of a 6-digit number photo and a one-digit photo (1200x400) in turn; "
-        f"{args.xception_requests} sequential Xception requests per photo; "
+        f"{args.xception_requests} rounds of an Xception request per photo and a compiled forward pass here, in turn; "
         f"throughput runs of {args.duration:g} s ({3 * args.duration:g} s for Xception).",
     ]
     for section in (latency_section, throughput_section, goals_section, startup_section):
@@ -571,9 +564,10 @@ def report(results, args):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--requests", type=int, default=1000, help="rounds of health, digit and TF Serving requests, per model")
-    parser.add_argument("--xception-requests", type=int, default=30, help="sequential Xception requests, per input")
+    parser.add_argument("--xception-requests", type=int, default=30,
+                        help="rounds of Xception requests (one per input) and compiled forward passes")
     parser.add_argument("--photo-requests", type=int, default=200,
-                        help="sequential 12 MP photo digit requests, per model, and full decodes of that photo")
+                        help="rounds of 12 MP photo digit requests (one per model) and full decodes of that photo")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, short runs")
     parser.add_argument("--numbers-only", action="store_true",
