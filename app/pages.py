@@ -61,6 +61,13 @@ def number():
     )
 
 
+@bp.get("/number")
+def number_form():
+    """The address a number's answer is shown at, opened again (a bookmark, a new tab, a
+    restored tab): the answer is not kept there, so back to the number forms."""
+    return redirect(url_for("pages.index", mode="number"))
+
+
 @bp.post("/predict")
 @accepts_upload
 def predict():

@@ -339,6 +339,26 @@ def test_the_number_page_shows_the_number_boxes_inputs_and_bars(client, uploads,
     assert f'/uploads/{uploads()[0]}' in html
 
 
+def test_the_number_pages_are_under_digits_in_the_navigation(client, number_of):
+    main_nav_current = re.compile(r'<a href="/" aria-current="page">Digits</a>')
+    assert main_nav_current.search(client.get("/?mode=number").get_data(as_text=True))
+    assert main_nav_current.search(post_file(client, "/number", encode(number_of("42"))).get_data(as_text=True))
+
+
+def test_a_number_answers_address_opened_again_leads_back_to_the_number_forms(client):
+    # The answer is rendered on the POST: its address, reopened from a bookmark, a new tab or
+    # a restored tab, was a 405 page saying "use POST".
+    response = client.get("/number")
+    assert response.status_code == 302 and response.headers["Location"] == "/?mode=number"
+
+
+def test_the_number_upload_form_has_the_upload_forms_busy_state_and_shortcuts(client):
+    html = client.get("/?mode=number").get_data(as_text=True)
+    form = re.search(r'<form action="/number"[^>]*>', html).group(0)
+    assert 'class="upload-form"' in form and 'data-busy-text="Reading…"' in form  # forms.js: one POST, busy button
+    assert "data-drop-hint" in html and "data-camera" in html
+
+
 def test_a_number_page_error_is_a_readable_page(client):
     response = post_file(client, "/number", encode(np.full((100, 300), 255, np.uint8)))
     assert response.status_code == 400 and "text/html" in response.content_type

@@ -153,7 +153,8 @@
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       if (!hasInk) {
-        message.textContent = "The canvas is empty: draw a " + noun + " first, then press Recognise.";
+        const button = form.querySelector("button[type=submit]");
+        message.textContent = "The canvas is empty: draw a " + noun + " first, then press " + button.textContent.trim() + ".";
         return;
       }
       window.digitsForms.markBusy(form);  // forms.js: a second press is ignored from here on

@@ -119,3 +119,27 @@ def test_an_answer_for_a_drawing_that_changed_is_never_shown(page):
     page.wait_for_timeout(1500)
     assert answers == ["7", "71"], "one request at a time: the stale one, then the current drawing's"
     expect(live.get_by_test_id("live-value")).to_have_text("71")
+
+
+def test_a_double_click_on_read_the_number_sends_one_upload(page, number_png):
+    page.goto("/?mode=number")
+    # Counted in the page, as submissions the browser goes on with: counting requests missed
+    # the second POST whenever the first navigation had already cancelled it.
+    page.evaluate("""addEventListener("submit", (event) => {
+        if (!event.defaultPrevented) sessionStorage.setItem("submits", String(Number(sessionStorage.getItem("submits")) + 1));
+    })""")
+    page.get_by_test_id("number-input").set_input_files(number_png)
+    page.get_by_test_id("number-submit").dblclick()
+    expect(page.get_by_test_id("number-result")).to_have_text("2026")
+    assert page.evaluate("sessionStorage.getItem('submits')") == "1", "busy after the first press, as the digit's form is"
+
+
+@pytest.mark.parametrize("address, submit, message, noun, button", [
+    ("/", "draw-submit", "draw-message", "digit", "Recognise"),
+    ("/?mode=number", "number-draw-submit", "number-message", "number", "Read the number"),
+])
+def test_an_empty_canvas_names_the_button_to_press(page, address, submit, message, noun, button):
+    page.goto(address)
+    page.get_by_test_id(submit).click()
+    expect(page.get_by_test_id(message)).to_have_text(
+        f"The canvas is empty: draw a {noun} first, then press {button}.")
