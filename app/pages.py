@@ -1,8 +1,10 @@
-"""The HTML pages: upload or draw a digit, label a photo with Xception, read about the models.
+"""The HTML pages: upload or draw a digit or a number, label a photo with Xception, read
+about the models.
 
 A successful upload is answered with a redirect to its result page (POST-redirect-GET):
-/digits/<upload name> or /xception/<upload name> shows the answer kept beside the stored
-upload, so reload, back, bookmarks and shared links all show the same answer.
+/digits/<upload name>, /numbers/<upload name> or /xception/<upload name> shows the answer
+kept beside the stored upload, so reload, back, bookmarks and shared links all show the
+same answer.
 """
 
 import base64
@@ -44,28 +46,34 @@ def index():
 @bp.post("/number")
 @accepts_upload
 def number():
-    """The CNN's reading of an uploaded or drawn number: each digit's box, input and bars.
-
-    Rendered in answer to the POST, as /predict is: the page with JavaScript answers
-    while the user draws, through the JSON API, and this is the no-JavaScript route."""
+    """The CNN's reading of an uploaded or drawn number; then its result page. (The page
+    with JavaScript answers while the user draws, through the JSON API; this is the
+    no-JavaScript route, and the upload form's.)"""
     with admitted("cnn"):
         upload = read_upload(draft=DIGIT_DRAFT)
         reading = number_from(upload, "cnn")
-        stored = store_upload(upload)
-    return render_template(
-        "number.html",
-        reading=reading,
-        size=uploaded_size(upload),
-        model_inputs=[png_data_url(digit.pixels) for digit in reading.digits],
-        upload_name=stored,
-    )
+        answer = {"kind": "number", "reading": reading.as_json(), "size": list(uploaded_size(upload)),
+                  "model_inputs": [png_data_url(digit.pixels) for digit in reading.digits]}
+        upload_name = store_upload(upload, answer)
+    return result_page(answer, upload_name, "pages.number_result")
 
 
 @bp.get("/number")
 def number_form():
-    """The address a number's answer is shown at, opened again (a bookmark, a new tab, a
-    restored tab): the answer is not kept there, so back to the number forms."""
+    """The address the number forms post to, opened or bookmarked (answers used to be shown
+    there): the number forms."""
     return redirect(url_for("pages.index", mode="number"))
+
+
+@bp.get("/numbers/<name>")
+def number_result(name):
+    """The reading of a stored number upload: each digit's box, input and bars."""
+    return render_number(answer_for(name, "number"), name)
+
+
+def render_number(answer, upload_name):
+    return render_template("number.html", reading=answer["reading"], size=answer["size"],
+                           model_inputs=answer["model_inputs"], upload_name=upload_name)
 
 
 @bp.post("/predict")
@@ -157,13 +165,14 @@ def result_page(answer, upload_name, endpoint):
     """Redirect to the stored upload's result page (303: the browser then GETs it). When
     uploads are not kept (UPLOAD_MAX_FILES = 0), there is no page to go to: answer here."""
     if upload_name is None:
-        render = render_digits if answer["kind"] == "digits" else render_xception
-        return render(answer, None)
+        return RENDERERS[answer["kind"]](answer, None)
     return redirect(url_for(endpoint, name=upload_name), code=303)
 
 
 # What each kind of kept answer must hold for its page to be drawn.
-ANSWER_FIELDS = {"digits": {"results", "errors", "side_by_side", "model_input"}, "xception": {"predictions", "note"}}
+ANSWER_FIELDS = {"digits": {"results", "errors", "side_by_side", "model_input"}, "xception": {"predictions", "note"},
+                 "number": {"reading", "size", "model_inputs"}}
+RENDERERS = {"digits": render_digits, "xception": render_xception, "number": render_number}
 
 
 def answer_for(name, kind):

@@ -2,6 +2,7 @@
 contract and errors, and the number pages. Numbers are built from the committed
 MNIST test digits (app.samples.written_number) and drawn strokes; no fonts needed."""
 
+import json
 import re
 from pathlib import Path
 
@@ -329,25 +330,67 @@ def test_the_home_page_has_a_number_mode(client):
 def test_the_number_page_shows_the_number_boxes_inputs_and_bars(client, uploads, number_of):
     image = number_of("809")
     response = post_file(client, "/number", encode(image))
-    assert response.status_code == 200
-    html = response.get_data(as_text=True)
+    assert response.status_code == 303  # POST-redirect-GET, as digits
+    address = response.headers["Location"]
+    name = address.removeprefix("/numbers/")
+    assert uploads() == sorted([name, name + ".json"])
+    html = client.get(address).get_data(as_text=True)
     assert re.search(r'data-testid="number-result">809<', html)
     assert f'viewBox="0 0 {image.width} {image.height}"' in html
     assert html.count("<rect ") == 3
     assert html.count("data:image/png;base64,") == 3
     assert html.count("<meter ") == 30
-    assert f'/uploads/{uploads()[0]}' in html
+    assert f'/uploads/{name}/preview' in html  # the reduced preview, never the original
+
+
+def test_a_number_answer_has_an_address_that_shows_the_same_answer_again(client, app, number_of):
+    """Reload, back, a bookmark or a shared link: the answer kept beside the upload, not a
+    second reading (nor the browser's "resubmit the form?")."""
+    address = post_file(client, "/number", encode(number_of("42"))).headers["Location"]
+    first, again = client.get(address), client.get(address)
+    assert first.status_code == again.status_code == 200 and first.data == again.data
+    answer_path = Path(app.config["UPLOAD_FOLDER"]) / (address.removeprefix("/numbers/") + ".json")
+    answer = json.loads(answer_path.read_text())
+    assert answer["kind"] == "number" and answer["reading"]["number"] == "42"
+    answer["reading"]["number"] = "43"  # as if it had read 43
+    answer_path.write_text(json.dumps(answer))
+    assert re.search(r'data-testid="number-result">43<', client.get(address).get_data(as_text=True))
+
+
+@pytest.mark.parametrize("address", [
+    "/numbers/0123456789abcdef0123456789abcdef.png",  # never stored
+    "/numbers/not-a-name",
+])
+def test_unknown_number_addresses_are_a_friendly_404(client, address):
+    response = client.get(address)
+    assert response.status_code == 404 and "no longer kept" in response.get_data(as_text=True)
+
+
+def test_a_digit_upload_has_no_number_page(client, number_of):
+    address = post_file(client, "/predict", encode(number_of("7"))).headers["Location"]
+    assert client.get(address.replace("/digits/", "/numbers/")).status_code == 404
+
+
+def test_with_no_uploads_kept_the_number_is_answered_on_the_post(client, app, uploads, number_of):
+    app.config["UPLOAD_MAX_FILES"] = 0
+    response = post_file(client, "/number", encode(number_of("42")))
+    assert response.status_code == 200 and uploads() == []
+    assert re.search(r'data-testid="number-result">42<', response.get_data(as_text=True))
 
 
 def test_the_number_pages_are_under_digits_in_the_navigation(client, number_of):
     main_nav_current = re.compile(r'<a href="/" aria-current="page">Digits</a>')
-    assert main_nav_current.search(client.get("/?mode=number").get_data(as_text=True))
-    assert main_nav_current.search(post_file(client, "/number", encode(number_of("42"))).get_data(as_text=True))
+    number_mode_current = re.compile(r'<a href="/\?mode=number" data-testid="number-mode" aria-current="page">')
+    form = client.get("/?mode=number").get_data(as_text=True)
+    address = post_file(client, "/number", encode(number_of("42"))).headers["Location"]
+    answer = client.get(address).get_data(as_text=True)
+    for html in (form, answer):
+        assert main_nav_current.search(html) and number_mode_current.search(html)
 
 
-def test_a_number_answers_address_opened_again_leads_back_to_the_number_forms(client):
-    # The answer is rendered on the POST: its address, reopened from a bookmark, a new tab or
-    # a restored tab, was a 405 page saying "use POST".
+def test_the_number_forms_address_opened_again_leads_back_to_the_number_forms(client):
+    # Answers used to be rendered on the POST: its address, reopened from a bookmark, a new
+    # tab or a restored tab, was a 405 page saying "use POST".
     response = client.get("/number")
     assert response.status_code == 302 and response.headers["Location"] == "/?mode=number"
 
