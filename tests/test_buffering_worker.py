@@ -68,6 +68,30 @@ def test_a_head_over_the_limit_is_refused_without_waiting_for_its_end():
     assert incoming.head_too_large and not incoming.ready
 
 
+@pytest.mark.parametrize(("framing", "why"), [
+    (b"1;ext=" + b"e" * 200 + b"\r\nx\r\n", "long chunk extensions: a few bytes of body, a megabyte on the wire"),
+    (b"1\r\nx\r\n", "one-byte chunks: gunicorn's chunk parser costs microseconds each"),
+])
+def test_a_chunked_body_whose_framing_is_over_the_head_limit_is_refused_while_it_arrives(framing, why):
+    start = post(b"", b"Transfer-Encoding: chunked")
+    most = MAX_HEAD // (len(framing) - 1)  # chunks whose framing (all but their 1 byte of data) fits in a head
+    assert not arriving(start, framing * most, max_body=MAX_HEAD).framing_too_large
+    incoming = arriving(start, framing * (most + 1), max_body=MAX_HEAD)
+    assert incoming.framing_too_large and not incoming.ready, why
+    assert arriving(start, b"40\r\n" + b"x" * 64 + b"\r\n" + b"0\r\n\r\n", max_body=MAX_HEAD * 10).whole  # big chunks: fine
+
+
+def test_complete_chunks_over_the_body_limit_are_ready_at_once():
+    # Each piece ends where a chunk ends, as a client can arrange: no chunk is ever part-way.
+    incoming = arriving(post(b"", b"Transfer-Encoding: chunked"), *[b"20\r\n" + b"x" * 32 + b"\r\n"] * 4)
+    assert incoming.ready and not incoming.whole
+
+
+def test_trailers_over_the_head_limit_are_refused_without_waiting_for_their_end():
+    incoming = arriving(post(b"1\r\nx\r\n0\r\n", b"Transfer-Encoding: chunked"), b"X-Trailer: t\r\n" * 100)
+    assert incoming.framing_too_large and not incoming.ready
+
+
 def test_a_client_that_expects_100_continue_is_noticed_once_its_head_is_in():
     incoming = arriving(post(b"", b"Content-Length: 50", b"Expect: 100-continue"))
     assert incoming.expects_continue and incoming.head_end is not None and not incoming.ready
