@@ -2,11 +2,14 @@
 thread gets a request only once it is `ready`, and keeps the connection alive only when
 it was `whole` (every byte in memory). Over real HTTP: test_live_server.py."""
 
+from unittest import mock
+
 import pytest
 from gunicorn.http.unreader import SocketUnreader
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import buffering_worker
 from buffering_worker import HeldBytesUnreader, IncomingRequest
 
 MAX_HEAD, MAX_BODY = 1000, 100
@@ -121,30 +124,37 @@ class TrickleSocket:
 reads = st.one_of(
     st.tuples(st.just("read"), st.one_of(st.none(), st.integers(-1, 300)), st.one_of(st.none(), st.integers(0, 600))),
     st.tuples(st.just("unread"), st.binary(max_size=50), st.none()),
+    st.tuples(st.just("unread what was just read"), st.integers(0, 300), st.none()),
     st.tuples(st.just("take_buffered"), st.none(), st.none()),
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(handed=st.binary(max_size=400), on_socket=st.binary(max_size=400), step=st.integers(1, 64),
-       operations=st.lists(reads, max_size=25))
-def test_held_bytes_read_exactly_as_gunicorns_unreader_reads_them(handed, on_socket, step, operations):
+       piece=st.sampled_from([1, 7, 64, buffering_worker.NEXT_PIECE_BYTES]), operations=st.lists(reads, max_size=25))
+def test_held_bytes_read_exactly_as_gunicorns_unreader_reads_them(handed, on_socket, step, piece, operations):
     ours, theirs = HeldBytesUnreader(TrickleSocket(on_socket, step)), SocketUnreader(TrickleSocket(on_socket, step))
     for unreader in (ours, theirs):
         unreader.unread(handed)
-    for operation, argument, read_ahead in operations:
-        if operation == "read" and (argument is None or argument < 0):
-            # "The next piece": ours may be shorter; the rest stays next in line.
-            piece, whole = ours.read(argument, read_ahead), theirs.read(argument, read_ahead)
-            assert whole.startswith(piece) and (piece or not whole)
-            theirs.unread(whole[len(piece):])
-        elif operation == "read":
-            assert ours.read(argument, read_ahead) == theirs.read(argument, read_ahead)
-        elif operation == "unread":
-            ours.unread(argument), theirs.unread(argument)
-        else:
-            assert ours.take_buffered() == theirs.take_buffered()
-    assert ours.read(10_000) == theirs.read(10_000)  # and what is left
+    last = b""
+    # Small pieces, so that reads without a size reach the cap on these short inputs.
+    with mock.patch.object(buffering_worker, "NEXT_PIECE_BYTES", piece):
+        for operation, argument, read_ahead in operations:
+            if operation == "read" and (argument is None or argument < 0):
+                # "The next piece": ours may be shorter; the rest stays next in line.
+                last, whole = ours.read(argument, read_ahead), theirs.read(argument, read_ahead)
+                assert whole.startswith(last) and (last or not whole)
+                theirs.unread(whole[len(last):])
+            elif operation == "read":
+                last = ours.read(argument, read_ahead)
+                assert last == theirs.read(argument, read_ahead)
+            elif operation == "unread":
+                ours.unread(argument), theirs.unread(argument)
+            elif operation == "unread what was just read":  # as gunicorn does after a head: moves the offset back
+                ours.unread(last[-argument:] if argument else b""), theirs.unread(last[-argument:] if argument else b"")
+            else:
+                assert ours.take_buffered() == theirs.take_buffered()
+        assert ours.read(10_000) == theirs.read(10_000)  # and what is left
 
 
 def test_a_phone_photo_read_64_kb_at_a_time_comes_back_whole_then_the_socket():
