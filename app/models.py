@@ -30,6 +30,9 @@ DIGIT_MODELS = ("dense", "cnn")
 IMAGENET_INDEX = Path(__file__).parent / "data" / "imagenet_class_index.json"
 XCEPTION_RETRY_SECONDS = 60  # after a failed load, don't retry (or re-download) on every request
 XCEPTION_WAIT_SECONDS = 60  # how long a request waits for Xception to load from a local file
+# ... and for a download to fail at once (no network: the name does not resolve, in ~0.15 s),
+# so that an offline machine's first request hears why, not "downloading, retry in a minute".
+DOWNLOAD_FIRST_WAIT_SECONDS = 0.3
 # Keras' own source and checksum for Xception's ImageNet weights.
 IMAGENET_WEIGHTS_FILE = "xception_weights_tf_dim_ordering_tf_kernels.h5"
 IMAGENET_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/xception/"
@@ -422,8 +425,7 @@ class ModelRegistry:
         started = time.monotonic()
         downloading = self.xception_weights == "imagenet" and not imagenet_weights_cache().is_file()
         loader = self._start_loading_xception()
-        if not downloading:
-            loader.join(XCEPTION_WAIT_SECONDS)
+        loader.join(DOWNLOAD_FIRST_WAIT_SECONDS if downloading else XCEPTION_WAIT_SECONDS)
         with self._xception_lock:
             if self._xception is not None:
                 return self._xception, time.monotonic() - started
