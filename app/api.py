@@ -4,8 +4,8 @@ from pathlib import Path
 
 from flask import Blueprint, jsonify, request
 
-from .recognition import (admitted, checked_model_name, digit_from, digit_probabilities, is_uncertain, load_note,
-                          number_from, registry, xception_top5)
+from .recognition import (admitted, checked_model_name, digit_probabilities, is_uncertain, load_note, number_from,
+                          prepared_digit_from, registry, xception_top5)
 from .preprocessing import DIGIT_DRAFT, XCEPTION_DRAFT
 from .uploads import accepts_upload, read_upload, store_upload
 
@@ -19,16 +19,21 @@ def predict_mnist():
     model_name = checked_model_name(request.values.get("model", "dense"))
     with admitted(model_name):
         upload = read_upload(draft=DIGIT_DRAFT)
-        probabilities = digit_probabilities(digit_from(upload), model_name)
+        prepared = prepared_digit_from(upload)
+        probabilities = digit_probabilities(prepared.digit, model_name)
         stored = store_upload(upload)
-    return jsonify(
-        model=model_name,
-        prediction=int(probabilities.argmax()),
-        confidence=float(probabilities.max()),
-        uncertain=is_uncertain({model_name: probabilities}, model_name),
-        probabilities=[float(p) for p in probabilities],
-        upload=stored,
-    )
+    answer = {
+        "model": model_name,
+        "prediction": int(probabilities.argmax()),
+        "confidence": float(probabilities.max()),
+        "uncertain": is_uncertain({model_name: probabilities}, model_name),
+        "probabilities": [float(p) for p in probabilities],
+        "upload": stored,
+    }
+    if prepared.side_by_side > 1:  # as the result page says it: this answer is for one digit
+        answer["note"] = (f"this looks like {prepared.side_by_side} digits side by side, not one; "
+                          "to read them as a number, send it to /api/predict/number")
+    return jsonify(answer)
 
 
 @bp.post("/api/predict/number")

@@ -13,7 +13,7 @@ from flask import abort, current_app
 from PIL import Image
 
 from .models import DIGIT_MODELS, ModelUnavailable, top_predictions
-from .preprocessing import (NoDigitFound, digit_choices, exif_orientation, prepare_digit, prepare_image,
+from .preprocessing import (NoDigitFound, digit_choices, exif_orientation, prepare_digit,
                             prepare_xception_input)
 
 # The uncertainty rule (shown on the models page, documented in the README): an answer is
@@ -43,14 +43,6 @@ def checked_model_name(name):
         shown = name if len(name) <= 20 else name[:20] + "..."
         abort(400, description=f"unknown model {shown!r}: use one of {', '.join(DIGIT_MODELS)}")
     return name
-
-
-def digit_from(upload):
-    """The 28x28 digit the models will see; 400 when there is none."""
-    try:
-        return prepare_image(upload.image)
-    except NoDigitFound as exc:
-        abort(400, description=str(exc))
 
 
 def prepared_digit_from(upload):

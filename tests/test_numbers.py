@@ -240,6 +240,14 @@ def test_predict_number_answers_with_the_contract(client, uploads, number_of):
     assert STORED_NAME.fullmatch(body["upload"]) and uploads() == [body["upload"]]
 
 
+def test_the_digit_api_notes_a_picture_of_several_digits(client, number_of):
+    """The digit endpoint still answers one digit, and says where numbers are read, as the
+    result page does; a single digit gets no note."""
+    several = post_file(client, "/api/predict/mnist", encode(number_of("2026"))).json
+    assert several["note"].startswith("this looks like 4 digits side by side") and "/api/predict/number" in several["note"]
+    assert "note" not in post_file(client, "/api/predict/mnist", encode(number_of("7"))).json
+
+
 def test_dense_can_read_numbers_too(client, number_of):
     response = post_file(client, "/api/predict/number", encode(number_of("47")), model="dense")
     assert response.json["model"] == "dense" and len(response.json["number"]) == 2
