@@ -146,6 +146,17 @@ def test_on_a_phone_the_canvas_fills_the_width_and_its_buttons_need_no_scrolling
     assert submit["y"] + submit["height"] <= 844  # Recognise is on the first screen
 
 
+@pytest.mark.phone
+def test_on_a_phone_the_number_canvas_comes_first_with_its_button_on_the_first_screen(page):
+    # It came after the upload form, its button near the bottom of the first screen.
+    page.goto("/?mode=number")
+    canvas = page.get_by_test_id("number-canvas").bounding_box()
+    upload = page.get_by_test_id("number-input").bounding_box()
+    submit = page.get_by_test_id("number-draw-submit").bounding_box()
+    assert canvas["y"] < upload["y"] and canvas["width"] >= 0.85 * 390
+    assert submit["y"] + submit["height"] <= 844  # Read the number is on the first screen
+
+
 def test_the_result_has_an_address_that_survives_reload_and_back(page, base_url):
     drawing_result(page, None)
     address = page.url
