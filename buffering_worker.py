@@ -239,16 +239,12 @@ class HeldBytesUnreader(SocketUnreader):
         available = len(self.held) - self.at
         if not available:  # nothing handed back: the socket, as gunicorn reads it
             return super().read(size, read_ahead)
-        if size is not None and 0 < size < available:
-            self.at += size
-            return self.held[self.at - size:self.at]
         if size is None or size < 0:  # "the next piece": a head is parsed from these
             size = min(available, NEXT_PIECE_BYTES)
+        if size <= available:
             self.at += size
             return self.held[self.at - size:self.at]
         data = self.take_held()
-        if size == available:
-            return data
         # More than is held: the rest from the socket (and what gunicorn's buffer holds).
         rest_ahead = None if read_ahead is None else max(read_ahead - available, 0)
         return data + super().read(size - available, rest_ahead)
