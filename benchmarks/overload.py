@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.benchmark import (RESULTS, canvas_png, percentile_ms, photo_jpeg, production_server,  # noqa: E402
+from benchmarks.benchmark import (RESULTS, as_sent, canvas_png, percentile_ms, photo_jpeg, production_server,  # noqa: E402
                                   publish, upload, xception_weights)
 
 PROBE_EVERY = 0.1
@@ -49,9 +49,10 @@ class Connection:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def send(self, method, path, body=None, headers=None, retry=True):
+        sent = as_sent(method, path, body, headers or {})
         started = time.perf_counter()
         try:
-            self.connection.request(method, path, body, headers or {})
+            self.connection.request(*sent)
             response = self.connection.getresponse()
             response.read()
         except (OSError, http.client.HTTPException) as exc:
