@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, abort, jsonify, request
 
 from .recognition import (admitted, checked_model_name, digit_probabilities, is_uncertain, load_note, number_from,
                           prepared_digit_from, registry, xception_top5)
@@ -12,16 +12,31 @@ from .uploads import accepts_upload, read_upload, store_upload
 bp = Blueprint("api", __name__)
 
 
+KEEP_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def checked_keep():
+    """Whether to keep a copy of the upload: `keep=0` asks not to, for an answer that
+    needs no result page (the pages' live answers while drawing, one per pen lift, would
+    otherwise each keep a copy, and push real uploads out of the capped folder)."""
+    value = request.values.get("keep", "1")
+    if value.lower() not in KEEP_VALUES:
+        shown = value if len(value) <= 20 else value[:20] + "..."
+        abort(400, description=f"keep must be 1 (keep a copy of the upload: the default) or 0; got {shown!r}")
+    return KEEP_VALUES[value.lower()]
+
+
 @bp.post("/api/predict/mnist")
 @accepts_upload
 def predict_mnist():
     """Recognise the handwritten digit in the uploaded image."""
     model_name = checked_model_name(request.values.get("model", "dense"))
+    keep = checked_keep()
     with admitted(model_name):
         upload = read_upload(draft=DIGIT_DRAFT)
         prepared = prepared_digit_from(upload)
         probabilities = digit_probabilities(prepared.digit, model_name)
-        stored = store_upload(upload)
+        stored = store_upload(upload) if keep else None
     answer = {
         "model": model_name,
         "prediction": int(probabilities.argmax()),
@@ -41,10 +56,11 @@ def predict_mnist():
 def predict_number():
     """Read the handwritten number (a row of up to 20 digits) in the uploaded image."""
     model_name = checked_model_name(request.values.get("model", "cnn"))
+    keep = checked_keep()
     with admitted(model_name):
         upload = read_upload(draft=DIGIT_DRAFT)
         reading = number_from(upload, model_name)
-        stored = store_upload(upload)
+        stored = store_upload(upload) if keep else None
     return jsonify(**reading.as_json(), upload=stored)
 
 
@@ -52,10 +68,11 @@ def predict_number():
 @accepts_upload
 def predict_xception():
     """Label the uploaded photo with Xception's top-5 ImageNet classes."""
+    keep = checked_keep()
     with admitted("xception"):
         upload = read_upload(draft=XCEPTION_DRAFT)
         predictions, load_seconds = xception_top5(upload)
-        stored = store_upload(upload)
+        stored = store_upload(upload) if keep else None
     answer = {"model": "xception", "predictions": predictions, "upload": stored}
     note = load_note(load_seconds)
     if note:

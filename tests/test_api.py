@@ -53,6 +53,22 @@ def test_a_plain_png_is_stored_as_it_was_sent(client, app, mnist_sample):
     assert (Path(app.config["UPLOAD_FOLDER"]) / name).read_bytes() == data
 
 
+@pytest.mark.parametrize(("path", "keep"), [
+    ("/api/predict/mnist?model=cnn", "0"), ("/api/predict/mnist", "no"), ("/api/predict/number", "false"),
+])
+def test_keep_0_answers_without_keeping_the_upload(client, uploads, mnist_sample, path, keep):
+    """The pages' live answers while drawing ask for this: one per pen lift, each kept, would
+    push real uploads (and their result pages) out of the capped folder."""
+    image, label = confident_digits(mnist_sample)[3]
+    response = post_file(client, path, encode(image), keep=keep)
+    assert response.status_code == 200
+    assert response.json["upload"] is None
+    assert response.json.get("prediction", label) == label and response.json.get("number", str(label)) == str(label)
+    assert uploads() == []
+    kept = post_file(client, path, encode(image), keep="1").json["upload"]  # and 1 keeps it, as by default
+    assert uploads() == [kept]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", DIGIT_MODELS)
 def test_mnist_test_digits_uploaded_as_png_score_like_the_raw_test_set(client, registry, mnist_sample, model):
@@ -68,6 +84,7 @@ def test_mnist_test_digits_uploaded_as_png_score_like_the_raw_test_set(client, r
 
 @pytest.mark.parametrize(("method", "path", "data", "status", "message"), [
     ("post", "/api/predict/mnist?model=rnn", "digit", 400, "unknown model 'rnn': use one of dense, cnn"),
+    ("post", "/api/predict/number?keep=maybe", "digit", 400, "keep must be 1 (keep a copy of the upload: the default) or 0; got 'maybe'"),
     ("post", "/api/predict/mnist", None, 415, "send the image as a multipart form (multipart/form-data)"),
     ("post", "/api/predict/mnist", b"", 400, "the file is empty"),
     ("post", "/api/predict/mnist", b"just some text", 415, "unsupported file type: text files"),

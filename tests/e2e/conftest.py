@@ -75,9 +75,15 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(scope="session")
-def base_url(tmp_path_factory):
+def server_uploads(tmp_path_factory):
+    """The browser tests' server's upload folder."""
+    return tmp_path_factory.mktemp("e2e") / "uploads"
+
+
+@pytest.fixture(scope="session")
+def base_url(server_uploads):
     """The production server (gunicorn, committed config) with its own upload folder."""
-    with live_server(tmp_path_factory.mktemp("e2e") / "uploads") as url:
+    with live_server(server_uploads) as url:
         yield url
 
 

@@ -4,6 +4,8 @@ and sees answers appear while drawing, on both canvases."""
 import pytest
 from playwright.sync_api import expect
 
+from helpers import folder_files
+
 from .strokes import draw_with_mouse
 
 # Digits on the number canvas (840x280), in canvas units: each about a fifth of the
@@ -60,7 +62,8 @@ def test_a_number_written_on_the_canvas_is_read(page):
     expect(page.get_by_test_id("number-result")).to_have_text("714")
 
 
-def test_the_number_canvas_answers_while_drawing_and_forgets_on_clear(page, base_url):
+def test_the_number_canvas_answers_while_drawing_and_forgets_on_clear(page, base_url, server_uploads):
+    kept_before = folder_files(server_uploads)
     page.goto("/?mode=number")
     canvas = page.get_by_test_id("number-canvas")
     live = page.get_by_test_id("number-live")
@@ -75,9 +78,11 @@ def test_the_number_canvas_answers_while_drawing_and_forgets_on_clear(page, base
     page.get_by_test_id("number-clear").click()
     expect(live).to_be_empty()
     expect(page).to_have_url(f"{base_url}/?mode=number")  # no navigation, ever
+    assert folder_files(server_uploads) == kept_before  # live answers keep no copies (keep=0)
 
 
-def test_the_digit_canvas_answers_while_drawing_and_forgets_on_clear(page, base_url):
+def test_the_digit_canvas_answers_while_drawing_and_forgets_on_clear(page, base_url, server_uploads):
+    kept_before = folder_files(server_uploads)
     page.goto("/")
     canvas = page.get_by_test_id("draw-canvas")
     live = page.get_by_test_id("draw-live")
@@ -93,6 +98,7 @@ def test_the_digit_canvas_answers_while_drawing_and_forgets_on_clear(page, base_
     page.get_by_test_id("draw-clear").click()
     expect(live).to_be_empty()
     expect(page).to_have_url(f"{base_url}/")
+    assert folder_files(server_uploads) == kept_before  # live answers keep no copies (keep=0)
 
 
 def test_an_answer_for_a_drawing_that_changed_is_never_shown(page):
