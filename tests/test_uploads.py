@@ -91,3 +91,47 @@ def test_an_upload_with_a_browsers_fresh_boundary_is_read(client):
                            content_type=content_type.replace("----digits-test-boundary-7d1f0c", fresh))
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["prediction"] == 1
+
+
+# The boundary as browsers and curl make it (up to RFC 2046's 70 characters, ending in any of
+# them, space included), bodies with vertical tabs too, the pieces cut anywhere and arriving as
+# bytes or bytearray, and either of the decoder's limits reached on the way.
+long_boundaries = st.text(alphabet=BOUNDARY_CHARS, min_size=1, max_size=70).map(str.encode)
+body_pieces = st.sampled_from([
+    b"-", b"--", b"\r", b"\n", b"\r\n", b" ", b"\t", b"\x0b", b"\x0c", b"x", b"BOUNDARY", b"BOUNDARY--", b"\r\n\r\n",
+    b'Content-Disposition: form-data; name="a"', b'Content-Disposition: form-data; name="f"; filename="a.png"',
+    b'\r\nBOUNDARY\r\nContent-Disposition: form-data; name="a"\r\n\r\n',
+])
+
+
+def decoded_in_pieces(decoder_class, boundary, body, cuts, limits, as_bytearray):
+    """What the decoder makes of `body` cut at `cuts`, or the error it raised."""
+    memory, parts = limits
+    decoder, seen = decoder_class(boundary, memory, max_parts=parts), []
+    edges = [0, *sorted(set(cuts)), len(body)]
+    try:
+        for piece in [*(body[start:end] for start, end in zip(edges, edges[1:])), None]:
+            decoder.receive_data(bytearray(piece) if as_bytearray and piece is not None else piece)
+            event = decoder.next_event()
+            while not isinstance(event, (NeedData, Epilogue)):
+                seen.append(event)
+                event = decoder.next_event()
+        seen.append(event)
+    except Exception as exc:  # the oracle's errors are part of what must match
+        seen.append((type(exc), str(exc)))
+    return seen
+
+
+@settings(max_examples=600, deadline=None)
+@given(boundary=long_boundaries, parts=st.lists(body_pieces, max_size=40), prefix=st.integers(0, 70),
+       cuts=st.lists(st.integers(0, 400), max_size=6), as_bytearray=st.booleans(),
+       limits=st.sampled_from([(None, None), (40, None), (1000, 1), (1000, 2), (10_000, 10)]))
+@example(boundary=b"a ", parts=[b"BOUNDARY", b"\r\n", b"\r\n", b"x", b"\r\n", b"BOUNDARY--"], prefix=0, cuts=[3],
+         as_bytearray=True, limits=(None, None))  # a boundary ending in a space, and a cut inside it
+@example(boundary=b"-", parts=[b"\r\n-", b"BOUNDARY", b"\r\n", b"x" * 20], prefix=0, cuts=[],
+         as_bytearray=False, limits=(None, None))  # "----": a false "---" overlapping the true one after it
+def test_forms_cut_anywhere_decode_to_the_same_events(boundary, parts, prefix, cuts, as_bytearray, limits):
+    # `prefix`: part of the boundary, so that a search can stop at a partial one.
+    body = b"".join(parts).replace(b"BOUNDARY", b"--" + boundary) + b"\r\n--" + boundary[:prefix]
+    ours = decoded_in_pieces(FreshBoundaryDecoder, boundary, body, cuts, limits, as_bytearray)
+    assert ours == decoded_in_pieces(MultipartDecoder, boundary, body, cuts, limits, as_bytearray)
