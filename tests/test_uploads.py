@@ -49,10 +49,16 @@ def test_boundaries_outside_rfc_2046_get_werkzeugs_own_patterns():
 
 def events(decoder_class, boundary, body, piece_size, decoder=None):
     """Everything the decoder makes of `body` fed `piece_size` bytes at a time, or the error it raised."""
-    decoder, seen = decoder or decoder_class(boundary, 10_000, max_parts=10), []
+    decoder = decoder or decoder_class(boundary, 10_000, max_parts=10)
+    return decoded(decoder, [body[start : start + piece_size] for start in range(0, len(body), piece_size)])
+
+
+def decoded(decoder, pieces):
+    """Everything `decoder` makes of `pieces` (then the end of the body), or the error it raised."""
+    seen = []
     try:
-        for start in [*range(0, len(body), piece_size), None]:
-            decoder.receive_data(None if start is None else body[start : start + piece_size])
+        for piece in [*pieces, None]:
+            decoder.receive_data(piece)
             event = decoder.next_event()
             while not isinstance(event, (NeedData, Epilogue)):
                 seen.append(event)
@@ -107,19 +113,9 @@ body_pieces = st.sampled_from([
 def decoded_in_pieces(decoder_class, boundary, body, cuts, limits, as_bytearray):
     """What the decoder makes of `body` cut at `cuts`, or the error it raised."""
     memory, parts = limits
-    decoder, seen = decoder_class(boundary, memory, max_parts=parts), []
     edges = [0, *sorted(set(cuts)), len(body)]
-    try:
-        for piece in [*(body[start:end] for start, end in zip(edges, edges[1:])), None]:
-            decoder.receive_data(bytearray(piece) if as_bytearray and piece is not None else piece)
-            event = decoder.next_event()
-            while not isinstance(event, (NeedData, Epilogue)):
-                seen.append(event)
-                event = decoder.next_event()
-        seen.append(event)
-    except Exception as exc:  # the oracle's errors are part of what must match
-        seen.append((type(exc), str(exc)))
-    return seen
+    pieces = [body[start:end] for start, end in zip(edges, edges[1:])]
+    return decoded(decoder_class(boundary, memory, max_parts=parts), map(bytearray, pieces) if as_bytearray else pieces)
 
 
 @settings(max_examples=600, deadline=None)
