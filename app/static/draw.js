@@ -81,6 +81,14 @@
       heading.append(element("strong", value, { class: "digit", "data-testid": "live-value" }),
         " (" + percent(answer.confidence) + " sure)");
       live.replaceChildren(heading);
+      // The API's note on one digit's answer: several digits side by side. The result page
+      // says so first; the live answer, read before anyone presses Recognise, must too.
+      if (answer.note && section.dataset.numberUrl) {
+        const warning = element("p", "This looks like several digits side by side, not one: this answer is for one digit. ",
+          { class: "note", "data-testid": "live-note" });
+        warning.append(element("a", "Read them as a number", { href: section.dataset.numberUrl }), ".");
+        live.prepend(warning);
+      }
       if (noun === "number") {
         const row = element("div", undefined, { class: "live-digits" });
         answer.digits.forEach(function (digit, index) {
