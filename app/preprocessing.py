@@ -589,6 +589,7 @@ EAGER_CROSSINGS = 2  # ... even where the cut crosses two strokes (glyphs that o
 TALL = 0.7  # both sides of a cut through touching digits have ink on this share of the row's height
 NARROWEST = 0.2  # ... and are at least this wide (a share of the row's height)
 CUT_INK = 2.0  # a cut crosses at most this many stroke widths of ink (a join, not a digit's stem)
+STROKES_TALL = 3.0  # a digit is at least this many stroke widths tall (MNIST's: about 6)
 # How plausible a part is as one digit, by its width: digits up to WIDE_DIGIT row heights
 # wide are all alike; wider, the odds fall by e every WIDE_DECAY row heights. Tuned on
 # number photos (seed 1): a wide handwritten 0, 2 or 4 read whole, touching glyphs cut.
@@ -653,14 +654,16 @@ def digit_masks(ink):
     of digits as (row slice, column slice, mask of its ink in that box), the mask taking
     in the soft rim around its strokes."""
     core = ink > INK_CORE
-    stroke = stroke_width(ink)
+    stroke = stroke_width(np.pad(ink, 1))  # padded: ink cropped to its edges has outline there too
     bridge = max(1, round(BRIDGE * stroke))
     labels, count = ndimage.label(grow(core, bridge), structure=np.ones((3, 3)))
     labels *= core
     pieces = [Piece.of(labels, index, box) for index, box in enumerate(ndimage.find_objects(labels), start=1) if box]
     if not pieces:
         return []
-    row_height = row_height_of(pieces)
+    # A lone line (a 7's bar, before its stem is drawn) would make the row as tall as a
+    # stroke is thick, and be cut into dozens of slivers: no digit is that short.
+    row_height = max(row_height_of(pieces), STROKES_TALL * stroke)
     groups = sorted(grouped(pieces, row_height), key=lambda group: group.left)
     # Touching digits make a group much wider than the row's other digits (1s aside),
     # or than digits usually are for their height.

@@ -142,7 +142,7 @@ def read_number(image, model_name, size=None):
 def too_many(count):
     if count > MAX_DIGITS:
         raise TooManyDigits(f"too many digits: found {count}, and a number may have at most {MAX_DIGITS}; "
-                            "photograph fewer digits at a time")
+                            "photograph or draw fewer digits at a time")
 
 
 def number_from(upload, model_name):

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from app.preprocessing import NoDigitFound, digit_choices, prepare_digits, prepare_image
 from app.recognition import MAX_DIGITS
-from app.samples import STRAIGHT_DIGITS, draw_on_canvas, photograph, written_number
+from app.samples import PEN_WIDTH, STRAIGHT_DIGITS, draw_on_canvas, photograph, written_number
 from helpers import FIXTURES, encode, post_file
 
 STORED_NAME = re.compile(r"[0-9a-f]{32}\.(png|jpg)")
@@ -291,6 +291,18 @@ def test_more_than_twenty_digits_is_400_saying_the_limit(client, uploads, number
 def test_twenty_digits_are_read(client, number_of):
     text = "31415926535897932384"
     assert post_file(client, "/api/predict/number", encode(number_of(text, height=60))).json["number"] == text
+
+
+@pytest.mark.parametrize("length", [300, 500, 800])
+def test_a_lone_line_on_the_number_canvas_is_no_digits_not_dozens(client, length):
+    """A 7's bar, drawn first (the live answer asks as the pen lifts), or any line: it once
+    set the row's height to the pen's width, and came back cut into 32 or 64 slivers:
+    "too many digits"."""
+    image = Image.new("RGB", (840, 280), "white")
+    ImageDraw.Draw(image).line([(20, 140), (20 + length, 140)], fill="black", width=PEN_WIDTH)
+    response = post_file(client, "/api/predict/number?keep=0", encode(image))
+    assert response.status_code == 400
+    assert response.json["error"] == "no digits found: the image holds only specks or lines"
 
 
 def test_no_digits_is_400_no_digits_found(client, uploads):
