@@ -22,7 +22,7 @@ def checked_keep():
     value = request.values.get("keep", "1")
     if value.lower() not in KEEP_VALUES:
         shown = value if len(value) <= 20 else value[:20] + "..."
-        abort(400, description=f"keep must be 1 (keep a copy of the upload: the default) or 0; got {shown!r}")
+        abort(400, description=f"keep must be 1 (keep a copy of the upload: the default) or 0, or yes/no, true/false; got {shown!r}")
     return KEEP_VALUES[value.lower()]
 
 

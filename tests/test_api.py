@@ -84,7 +84,7 @@ def test_mnist_test_digits_uploaded_as_png_score_like_the_raw_test_set(client, r
 
 @pytest.mark.parametrize(("method", "path", "data", "status", "message"), [
     ("post", "/api/predict/mnist?model=rnn", "digit", 400, "unknown model 'rnn': use one of dense, cnn"),
-    ("post", "/api/predict/number?keep=maybe", "digit", 400, "keep must be 1 (keep a copy of the upload: the default) or 0; got 'maybe'"),
+    ("post", "/api/predict/number?keep=maybe", "digit", 400, "keep must be 1 (keep a copy of the upload: the default) or 0, or yes/no, true/false; got 'maybe'"),
     ("post", "/api/predict/mnist", None, 415, "send the image as a multipart form (multipart/form-data)"),
     ("post", "/api/predict/mnist", b"", 400, "the file is empty"),
     ("post", "/api/predict/mnist", b"just some text", 415, "unsupported file type: text files"),
