@@ -80,6 +80,14 @@
       const heading = element("p", noun === "number" ? "It reads " : "It looks like a ");
       heading.append(element("strong", value, { class: "digit", "data-testid": "live-value" }),
         " (" + percent(answer.confidence) + " sure)");
+      if (noun !== "number" && answer.uncertain) {
+        // As the result page says it ("Not sure: 8 or 0?"), with the runner-up beside the answer.
+        const ranked = answer.probabilities.map(function (p, digit) { return [p, digit]; })
+          .sort(function (a, b) { return b[0] - a[0]; });
+        heading.replaceChildren("Not sure: ", element("strong", value, { class: "digit", "data-testid": "live-value" }),
+          " or ", element("strong", String(ranked[1][1]), { class: "digit", "data-testid": "live-alternative" }),
+          "? (" + percent(ranked[0][0]) + " and " + percent(ranked[1][0]) + ")");
+      }
       live.replaceChildren(heading);
       // The API's note on one digit's answer: several digits side by side. The result page
       // says so first; the live answer, read before anyone presses Recognise, must too.

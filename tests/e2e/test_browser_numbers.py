@@ -1,6 +1,8 @@
 """A visitor reads a whole number in Chromium (uploaded or written on the wide canvas),
 and sees answers appear while drawing, on both canvases."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -117,6 +119,24 @@ def test_the_digit_canvas_says_live_when_it_holds_several_digits(page, base_url)
     expect(note).to_contain_text("several digits side by side, not one")
     note.get_by_role("link", name="Read them as a number").click()
     expect(page).to_have_url(f"{base_url}/?mode=number")
+
+
+def test_the_digit_canvas_says_live_when_it_is_not_sure(page):
+    """A square with a bar across is an 8 or a 0 to the CNN (under 80% sure): the live
+    answer says "Not sure", as the result page does, and not "It looks like an 8"."""
+    page.goto("/")
+    live = page.get_by_test_id("draw-live")
+    draw_with_mouse(page, page.get_by_test_id("draw-canvas"),
+                    [[(0.3, 0.15), (0.7, 0.15), (0.7, 0.85), (0.3, 0.85), (0.3, 0.15)], [(0.3, 0.5), (0.7, 0.5)]])
+    expect(live).to_contain_text("Not sure: ")
+    value, alternative = live.get_by_test_id("live-value"), live.get_by_test_id("live-alternative")
+    expect(alternative).to_have_text(re.compile(r"^[0-9]$"))
+    shown = value.text_content()
+    assert shown != alternative.text_content()
+
+    page.get_by_test_id("draw-submit").click()
+    expect(page.get_by_test_id("headline")).to_contain_text("Not sure")
+    expect(page.get_by_test_id("prediction")).to_have_text(shown)
 
 
 def test_an_answer_for_a_drawing_that_changed_is_never_shown(page):
