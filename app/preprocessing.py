@@ -22,6 +22,7 @@ XCEPTION_DRAFT = ("RGB", XCEPTION_SIZE)
 
 WORK_SIZE = 512  # larger photos are reduced first: plenty for a digit, and fast
 MIN_SIZE = 8  # smaller than this is no picture of a digit
+PHOTO_SIDE = 64  # pictures larger than this both ways may be photos of paper: lighting, noise, lines
 CLEAN_SHARE = 0.5  # a picture with this share of its pixels at one exact grey level is a clean drawing ...
 CLEAN_NEAR, CLEAN_NOISE = 8, 0.02  # ... unless this share lies within a few levels of it: noise, grain
 CLEAN_SIZE = 96  # a clean drawing's digit is cropped and reduced to at most this size
@@ -46,6 +47,8 @@ LINE_BEYOND = 0.25  # ends of the digit by this share of the digit's size (page 
 LINE_MAX_PIECES = 200  # more long dark pieces than this: a texture, not ruled paper
 LINE_DIGIT_PART = 0.25  # smaller than this share of the largest piece: a scrap, not the digit
 MNIST_STROKE = 0.17  # MNIST's median stroke width, as a share of the 20-pixel box
+STROKES_TALL = 3.0  # a digit is at least this many stroke widths tall (MNIST's: about 6) ...
+DOT_TALL = 1.5  # ... and surely this many times as tall as its thickest stroke (a dot or a dash: 1)
 THIN_STROKE = 0.11  # thinner than this (MNIST's 10th percentile is 0.13) gets thickened
 STROKE_BOX = 80  # the size at which strokes are measured and thickened
 BAND_PIXELS = 1 << 21  # large pictures are converted and reduced this many pixels at a time
@@ -212,7 +215,7 @@ def photo_ink(gray):
     darkest, brightest = box_mean_extremes(gray)
     light_background = median(gray) > (darkest + brightest) / 2
     ink = 1.0 - gray if light_background else gray
-    photo = min(ink.shape) > 64
+    photo = min(ink.shape) > PHOTO_SIDE
     if photo:
         # Lighting varies slowly: estimate it on a quarter-size copy (16x less work),
         # with a minimum filter first so that no stroke survives the reduction. (A
@@ -246,6 +249,8 @@ def refuse_paper_lines(kept, picture_shape):
     squared page keeps its lines (they are its darkest ink, often broken by noise):
     several thin bands across the picture (`picture_shape`: `kept` is cropped to the
     ink) that hold nearly all the ink, which no digit does."""
+    if min(picture_shape) <= PHOTO_SIDE:
+        return  # no page to rule: at 28x28, a 0's arcs are "thin bands across" (10 of MNIST's test digits)
     core = kept > INK_CORE
     in_lines, count = np.zeros_like(core), 0
     for axis in (0, 1):
@@ -429,7 +434,7 @@ def keep_digit(ink, paper=True):
 
     Returns (ink, (top, left) of the crop in the given ink)."""
     core = ink > INK_CORE
-    if paper and min(ink.shape) > 64:  # photos and scans; a 28x28 digit has no paper to rule
+    if paper and min(ink.shape) > PHOTO_SIDE:  # photos and scans; a 28x28 digit has no paper to rule
         core &= ~ruled_lines(ink, core)
     rows, cols = np.flatnonzero(core.any(axis=1)), np.flatnonzero(core.any(axis=0))
     if rows.size == 0:
@@ -563,12 +568,32 @@ def kept_ink(gray):
     if drawing is not None:
         ink, (top, left), factor = drawing
         ink, (kept_top, kept_left) = keep_digit(ink, paper=False)
+        refuse_dots_and_dashes(ink)
         return ink, (top + kept_top * factor, left + kept_left * factor), factor
     ink, noise = photo_ink(gray.astype(np.float32) / 255.0)
     kept, origin = keep_digit(ink)
     refuse_faint_ink(kept, noise)
     refuse_paper_lines(kept, gray.shape)
+    refuse_dots_and_dashes(kept)
     return kept, origin, 1
+
+
+def refuse_dots_and_dashes(kept):
+    """Raise NoDigitFound when the ink is hardly taller than its thickest stroke: a tap of
+    the pen, a dash, a 7's bar before its stem is drawn. The models would still name a
+    digit, sure of it (a dot was "0, 99.6% sure"). Bold digits are over twice as tall as
+    their strokes are thick (MNIST's boldest: 2.6 times)."""
+    core = kept > INK_CORE
+    rows = np.flatnonzero(core.any(axis=1))
+    if rows.size == 0:
+        return
+    height = rows[-1] - rows[0] + 1
+    if height >= STROKES_TALL * stroke_width(np.pad(kept, 1)):
+        return  # the usual digit, many strokes tall: no need for the costlier measure below
+    thickest = 2 * float(ndimage.distance_transform_edt(np.pad(core, 1)).max())
+    if height < DOT_TALL * thickest:
+        raise NoDigitFound("no digit found: only a dot or a dash, hardly taller than the pen is wide; "
+                           "draw or photograph the digit larger")
 
 
 # Numbers: a row of digits ---------------------------------------------------------
@@ -589,7 +614,6 @@ EAGER_CROSSINGS = 2  # ... even where the cut crosses two strokes (glyphs that o
 TALL = 0.7  # both sides of a cut through touching digits have ink on this share of the row's height
 NARROWEST = 0.2  # ... and are at least this wide (a share of the row's height)
 CUT_INK = 2.0  # a cut crosses at most this many stroke widths of ink (a join, not a digit's stem)
-STROKES_TALL = 3.0  # a digit is at least this many stroke widths tall (MNIST's: about 6)
 # How plausible a part is as one digit, by its width: digits up to WIDE_DIGIT row heights
 # wide are all alike; wider, the odds fall by e every WIDE_DECAY row heights. Tuned on
 # number photos (seed 1): a wide handwritten 0, 2 or 4 read whole, touching glyphs cut.
