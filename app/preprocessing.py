@@ -49,6 +49,8 @@ LINE_DIGIT_PART = 0.25  # smaller than this share of the largest piece: a scrap,
 MNIST_STROKE = 0.17  # MNIST's median stroke width, as a share of the 20-pixel box
 STROKES_TALL = 3.0  # a digit is at least this many stroke widths tall (MNIST's: about 6) ...
 DOT_TALL = 1.5  # ... and surely this many times as tall as its thickest stroke (a dot or a dash: 1)
+DASH_SLOPE = 30  # degrees: a stroke this near level is a dash (MNIST's 1s lean up to 45) ...
+DASH_LONG = 2.0  # ... when it is this many times as long as it is thick (a pen's tap: 1)
 THIN_STROKE = 0.11  # thinner than this (MNIST's 10th percentile is 0.13) gets thickened
 STROKE_BOX = 80  # the size at which strokes are measured and thickened
 BAND_PIXELS = 1 << 21  # large pictures are converted and reduced this many pixels at a time
@@ -582,18 +584,55 @@ def refuse_dots_and_dashes(kept):
     """Raise NoDigitFound when the ink is hardly taller than its thickest stroke: a tap of
     the pen, a dash, a 7's bar before its stem is drawn. The models would still name a
     digit, sure of it (a dot was "0, 99.6% sure"). Bold digits are over twice as tall as
-    their strokes are thick (MNIST's boldest: 2.6 times)."""
+    their strokes are thick (MNIST's boldest: 2.6 times). A dash is rarely level: ink
+    that lies nearly flat is measured across its own long axis, so that a bar sloping by
+    a few degrees is still a dash (it was "2, 99% sure"); steeper ink keeps its height,
+    as a slanted 1 must (MNIST has 1s at 45 degrees). Two dots are no digit either."""
     core = kept > INK_CORE
-    rows = np.flatnonzero(core.any(axis=1))
-    if rows.size == 0:
+    ys, xs = np.nonzero(core)
+    if ys.size == 0:
         return
-    height = rows[-1] - rows[0] + 1
-    if height >= STROKES_TALL * stroke_width(np.pad(kept, 1)):
+    height = np.ptp(ys) + 1
+    standing = min(height, flat_extent_across(ys, xs))
+    dots = two_dots(core)
+    if not dots and standing >= STROKES_TALL * stroke_width(np.pad(kept, 1)):
         return  # the usual digit, many strokes tall: no need for the costlier measure below
-    thickest = 2 * float(ndimage.distance_transform_edt(np.pad(core, 1)).max())
-    if height < DOT_TALL * thickest:
+    if dots or standing < DOT_TALL * 2 * float(ndimage.distance_transform_edt(np.pad(core, 1)).max()):
         raise NoDigitFound("no digit found: only a dot or a dash, hardly taller than the pen is wide; "
                            "draw or photograph the digit larger")
+
+
+def two_dots(core):
+    """Whether the ink is two dots, each hardly larger than the pen is wide both ways: a
+    colon, two taps of the pen (they were "7, 99% sure"). (One dot is hardly taller than
+    it is thick, which refuse_dots_and_dashes asks of all the ink; a digit drawn in dots
+    takes three at least.)"""
+    labels, count = ndimage.label(core, structure=np.ones((3, 3)))
+    if count != 2:
+        return False
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        piece = labels[box] == index
+        if max(piece.shape) >= DOT_TALL * min(piece.shape):
+            return False  # longer than a dot, however thick: no need to measure how thick
+        thickest = 2 * float(ndimage.distance_transform_edt(np.pad(piece, 1)).max())
+        if max(piece.shape) >= DOT_TALL * thickest:
+            return False
+    return True
+
+
+def flat_extent_across(ys, xs):
+    """How far the pixels at (`ys`, `xs`) reach across their own long axis (their second
+    moments' major axis), where they are a stroke: DASH_LONG times as long as that, their
+    long axis within DASH_SLOPE of level. Infinite otherwise: steeper ink (a leaning 1)
+    and stubby ink (a bold 6's loop, filled in) keep their height."""
+    ys, xs = ys - ys.mean(), xs - xs.mean()
+    _, axes = np.linalg.eigh(np.array([[ys @ ys, ys @ xs], [ys @ xs, xs @ xs]]))
+    major, minor = axes[:, 1], axes[:, 0]  # eigh sorts ascending: the least spread first
+    if abs(major[0]) > np.sin(np.radians(DASH_SLOPE)):
+        return np.inf
+    across = float(np.ptp(ys * minor[0] + xs * minor[1])) + 1
+    along = float(np.ptp(ys * major[0] + xs * major[1])) + 1
+    return across if along >= DASH_LONG * across else np.inf
 
 
 # Numbers: a row of digits ---------------------------------------------------------

@@ -106,12 +106,27 @@ def pen_marks(*lines, size=(280, 280)):
     ("/api/predict/mnist", pen_marks(((120, 140), (150, 140)))),  # a short dash
     ("/api/predict/mnist?model=cnn", pen_marks(((40, 60), (240, 60)))),  # a 7's bar, before its stem
     ("/api/predict/number", pen_marks(((400, 140), (400, 140)), size=(840, 280))),
-], ids=["dot", "dash", "bar", "number-dot"])
+    # Drawn by hand, a bar is rarely level: these were "2, 99% sure" (CNN).
+    ("/api/predict/mnist?model=cnn", pen_marks(((40, 60), (240, 75)))),  # a 7's bar, 4 degrees down
+    ("/api/predict/mnist?model=cnn", pen_marks(((40, 60), (240, 100)))),  # ... 11 degrees
+    ("/api/predict/mnist?model=cnn", pen_marks(((120, 140), (160, 155)))),  # a short dash, 20 degrees
+    ("/api/predict/number", pen_marks(((20, 140), (820, 200)), size=(840, 280))),  # a sloping line
+    ("/api/predict/mnist", pen_marks(((130, 130), (130, 130)), ((150, 150), (150, 150)))),  # two taps: "7, 99%"
+    ("/api/predict/mnist", pen_marks(((140, 110), (140, 110)), ((140, 170), (140, 170)))),  # a colon
+], ids=["dot", "dash", "bar", "number-dot", "bar-4deg", "bar-11deg", "dash-20deg", "number-line-4deg",
+        "two-dots", "colon"])
 def test_a_dot_or_a_dash_is_no_digit(client, path, marks):
     """The models named a digit for these, sure of it: a dot was "0, 99.6% sure"."""
     response = post_file(client, path, encode(marks))
     assert response.status_code == 400
     assert "only a dot or a dash, hardly taller than the pen is wide" in response.json["error"]
+
+
+@pytest.mark.parametrize("end", [(180, 100), (200, 110), (150, 80)], ids=["45deg", "35deg", "63deg"])
+def test_a_leaning_1_is_not_taken_for_a_dash(client, end):
+    """MNIST has 1s that lean 45 degrees (test digits 6688, 7447): only flatter ink is a dash."""
+    response = post_file(client, "/api/predict/mnist?model=cnn", encode(pen_marks(((100, 180), end))))
+    assert response.status_code == 200, response.json
 
 
 def test_a_small_1_is_still_a_digit(client):
