@@ -589,11 +589,13 @@ def refuse_dots_and_dashes(kept):
     a few degrees is still a dash (it was "2, 99% sure"); steeper ink keeps its height,
     as a slanted 1 must (MNIST has 1s at 45 degrees). Two dots are no digit either."""
     core = kept > INK_CORE
-    ys, xs = np.nonzero(core)
-    if ys.size == 0:
+    rows, cols = np.flatnonzero(core.any(axis=1)), np.flatnonzero(core.any(axis=0))
+    if rows.size == 0:
         return
-    height = np.ptp(ys) + 1
-    standing = min(height, flat_extent_across(ys, xs))
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    # A stroke within 30 degrees of level, twice as long as thick, is wider than it is tall:
+    # most digits are not, and keep their height without the costlier measure.
+    standing = height if width < height else min(height, flat_extent_across(*np.nonzero(core)))
     dots = two_dots(core)
     if not dots and standing >= STROKES_TALL * stroke_width(np.pad(kept, 1)):
         return  # the usual digit, many strokes tall: no need for the costlier measure below
