@@ -1,6 +1,7 @@
 // The drawing canvases (one digit on the home page, a number in number mode): pointer
 // events cover mouse, touch and pen alike. Each time the pen lifts, the drawing is
-// sent to the JSON API (debounced, at most one request in flight) and the answer is
+// sent to the JSON API (debounced, at most one request in flight; on the digit canvas to
+// both digit models at once, as the result page asks both) and the answer is
 // shown in place, in an aria-live region; an answer for a drawing that has changed
 // since it was sent is dropped. The form's submit button stays the route without
 // JavaScript answers: it puts the PNG in the form's file field and submits the form
@@ -36,6 +37,11 @@
       live.removeAttribute("aria-busy");
     }
 
+    // An API error as the error page writes it: capital first, full stop last.
+    function sentence(error) {
+      return error.charAt(0).toUpperCase() + error.slice(1) + ".";
+    }
+
     function point(event) {
       const box = canvas.getBoundingClientRect();
       return {
@@ -63,30 +69,43 @@
       return node;
     }
 
-    function bars(probabilities, best, label) {
-      const list = element("ol", undefined, { class: "live-bars", "aria-label": label });
+    // Hidden from screen readers: the live region would read out ten unlabelled meters a digit
+    // at every pen lift, after the sentence that already says the answer and how sure it is.
+    function bars(probabilities, best) {
+      const list = element("ol", undefined, { class: "live-bars", "aria-hidden": "true" });
       probabilities.forEach(function (p, digit) {
         const item = element("li", undefined, digit === best ? { class: "best" } : {});
-        item.append(element("span", String(digit)),
-          element("meter", undefined, { min: "0", max: "1", value: String(p), "aria-label": "digit " + digit }));
+        item.append(element("span", String(digit)), element("meter", undefined, { min: "0", max: "1", value: String(p) }));
         list.append(item);
       });
       return list;
     }
 
-    function show(answer) {
+    // The result page's names for the models, as it says which one says what.
+    const MODEL_NAMES = { cnn: "the convolutional network", dense: "the dense network" };
+
+    // `other`: the second model's answer on the digit canvas (null when none came), so that
+    // "Not sure" follows the result page's whole rule: the CNN under 80% sure, or the models
+    // disagreeing, with the other model's digit as the alternative.
+    function show(answer, other) {
       const percent = function (p) { return (p * 100).toFixed(1) + "%"; };
       const value = noun === "number" ? answer.number : String(answer.prediction);
       const heading = element("p", noun === "number" ? "It reads " : "It looks like a ");
       heading.append(element("strong", value, { class: "digit", "data-testid": "live-value" }),
         " (" + percent(answer.confidence) + " sure)");
-      if (noun !== "number" && answer.uncertain) {
-        // As the result page says it ("Not sure: 8 or 0?"), with the runner-up beside the answer.
+      const disagreeing = Boolean(other) && other.prediction !== answer.prediction;
+      if (noun !== "number" && (answer.uncertain || disagreeing)) {
+        // As the result page says it ("Not sure: 8 or 0?"): the other model's digit, or the runner-up.
         const ranked = answer.probabilities.map(function (p, digit) { return [p, digit]; })
           .sort(function (a, b) { return b[0] - a[0]; });
+        const alternative = disagreeing ? other.prediction : ranked[1][1];
+        const detail = disagreeing
+          ? " (" + MODEL_NAMES[answer.model] + " says " + value + ", " + percent(answer.confidence) + " sure; "
+            + MODEL_NAMES[other.model] + " says " + other.prediction + ", " + percent(other.confidence) + " sure)"
+          : " (" + percent(ranked[0][0]) + " and " + percent(ranked[1][0]) + ")";
         heading.replaceChildren("Not sure: ", element("strong", value, { class: "digit", "data-testid": "live-value" }),
-          " or ", element("strong", String(ranked[1][1]), { class: "digit", "data-testid": "live-alternative" }),
-          "? (" + percent(ranked[0][0]) + " and " + percent(ranked[1][0]) + ")");
+          " or ", element("strong", String(alternative), { class: "digit", "data-testid": "live-alternative" }),
+          "?" + detail);
       }
       live.replaceChildren(heading);
       // The API's note on one digit's answer: several digits side by side. The result page
@@ -99,12 +118,12 @@
       }
       if (noun === "number") {
         const row = element("div", undefined, { class: "live-digits" });
-        answer.digits.forEach(function (digit, index) {
-          row.append(bars(digit.probabilities, digit.digit, "Digit " + (index + 1) + ": " + digit.digit));
+        answer.digits.forEach(function (digit) {
+          row.append(bars(digit.probabilities, digit.digit));
         });
         live.append(row);
       } else {
-        live.append(bars(answer.probabilities, answer.prediction, "Probability of each digit"));
+        live.append(bars(answer.probabilities, answer.prediction));
       }
     }
 
@@ -116,14 +135,20 @@
         const blob = await new Promise(function (resolve) { canvas.toBlob(resolve, "image/png"); });
         const body = new FormData();
         body.append("file", blob, "drawing.png");
-        const response = await fetch(section.dataset.liveUrl, { method: "POST", body: body });
-        const answer = await response.json();
+        // The digit canvas asks the second model too (data-other-model-url), as the result page does.
+        const urls = [section.dataset.liveUrl].concat(section.dataset.otherModelUrl || []);
+        const responses = await Promise.all(urls.map(function (url) { return fetch(url, { method: "POST", body: body }); }));
+        const answers = await Promise.all(responses.map(function (response) { return response.json(); }));
         if (asked !== version) return; // the drawing changed meanwhile: this answer is stale
         live.removeAttribute("aria-busy");
+        const [response, otherResponse] = responses;
+        const otherFailed = Boolean(otherResponse) && !otherResponse.ok;
         if (response.ok) {
-          show(answer);
+          show(answers[0], otherResponse && otherResponse.ok ? answers[1] : null);
+          // The first model's answer stands alone, with the reason, as on the result page.
+          if (otherFailed) live.append(element("p", sentence(answers[1].error), { class: "note" }));
         } else {
-          live.replaceChildren(element("p", answer.error, { class: "note" }));
+          live.replaceChildren(element("p", sentence(answers[0].error), { class: "note" }));
         }
       } catch (error) {
         if (asked === version) live.replaceChildren(element("p", "No answer: the server could not be reached.", { class: "note" }));

@@ -139,6 +139,76 @@ def test_the_digit_canvas_says_live_when_it_is_not_sure(page):
     expect(page.get_by_test_id("prediction")).to_have_text(shown)
 
 
+# Drawings on which the two models give different digits, the CNN's more than 80% sure on the
+# first: the live answer (the CNN's alone) said "It looks like a 0 (83.5% sure)", or "Not sure:
+# 9 or 8?" with the CNN's runner-up, while the result page said "Not sure: 0 or 8?", "9 or 7?".
+MODELS_DISAGREE = {
+    "a short upright stroke": [[(0.5, 0.45), (0.5, 0.55)]],
+    "a very small 7": [[(0.45, 0.45), (0.55, 0.45), (0.49, 0.58)]],
+}
+
+
+@pytest.mark.parametrize("strokes", MODELS_DISAGREE.values(), ids=MODELS_DISAGREE.keys())
+def test_the_live_answer_says_not_sure_with_the_digits_the_result_page_names(page, strokes):
+    page.goto("/")
+    live = page.get_by_test_id("draw-live")
+    draw_with_mouse(page, page.get_by_test_id("draw-canvas"), strokes)
+    expect(live).to_contain_text("Not sure: ")
+    expect(live).to_contain_text("the dense network says")
+    said_live = (live.get_by_test_id("live-value").text_content(), live.get_by_test_id("live-alternative").text_content())
+
+    page.get_by_test_id("draw-submit").click()
+    expect(page.get_by_test_id("headline")).to_contain_text("Not sure")
+    assert said_live == (page.get_by_test_id("prediction").text_content(),
+                         page.get_by_test_id("alternative").text_content())
+
+
+def test_the_live_answer_says_why_the_second_model_did_not_answer(page):
+    """The result page shows a model's error under the other's answer; so does the live answer."""
+    page.route("**/api/predict/mnist?model=dense*", lambda route: route.fulfill(
+        status=503, json={"error": "the dense model is not available: run make train"}))
+    page.goto("/")
+    live = page.get_by_test_id("draw-live")
+    draw_with_mouse(page, page.get_by_test_id("draw-canvas"), [[(0.28, 0.24), (0.72, 0.24), (0.44, 0.80)]])
+    expect(live.get_by_test_id("live-value")).to_have_text("7")
+    expect(live).to_contain_text("The dense model is not available: run make train.")
+
+
+@pytest.mark.parametrize("address, canvas, live, submit", [
+    ("/", "draw-canvas", "draw-live", "draw-submit"),
+    ("/?mode=number", "number-canvas", "number-live", "number-draw-submit"),
+])
+def test_a_refused_drawing_is_worded_live_as_on_the_error_page(page, problems, address, canvas, live, submit):
+    """A dash: the live answer said "no digit found: ... larger" (the API's words, lower case,
+    no full stop), the error page "No digit found: ... larger." Both are sentences now."""
+    problems.expect(400)
+    page.goto(address)
+    drawing_area = page.get_by_test_id(canvas)
+    drawing_area.scroll_into_view_if_needed()  # the number canvas starts below a 1024x800 window's fold
+    draw_with_mouse(page, drawing_area, [[(0.4, 0.5), (0.6, 0.5)]])
+    live_answer = page.get_by_test_id(live)
+    expect(live_answer).to_contain_text("found: only a dot or a dash")
+    said_live = live_answer.inner_text()
+
+    with page.expect_navigation():
+        page.get_by_test_id(submit).click()
+    expect(page.get_by_test_id("error")).to_have_text(said_live)
+    assert said_live[0].isupper() and said_live.endswith(".")
+
+
+def test_the_live_answer_is_read_out_as_one_sentence(page):
+    """An aria-live region is read out at every change: the bars beside the sentence made
+    a screen reader say "0, digit 0, 1, digit 1, ..." after each pen lift."""
+    page.goto("/")
+    live = page.get_by_test_id("draw-live")
+    draw_with_mouse(page, page.get_by_test_id("draw-canvas"), [[(0.28, 0.24), (0.72, 0.24), (0.44, 0.80)]])
+    expect(live.get_by_test_id("live-value")).to_have_text("7")
+    expect(live.locator("meter")).to_have_count(10)  # still drawn for the eye
+    spoken = live.aria_snapshot()
+    assert "meter" not in spoken and "list" not in spoken, spoken
+    assert "It looks like a" in spoken and "sure" in spoken
+
+
 def test_an_answer_for_a_drawing_that_changed_is_never_shown(page):
     """The server is slowed down: a stroke drawn while an answer is on its way makes that
     answer stale, so only the answer for the whole drawing may appear, once."""
