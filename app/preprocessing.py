@@ -600,8 +600,8 @@ def refuse_dots_and_dashes(kept):
     if not dots and standing >= STROKES_TALL * stroke_width(np.pad(kept, 1)):
         return  # the usual digit, many strokes tall: no need for the costlier measure below
     if dots or standing < DOT_TALL * 2 * float(ndimage.distance_transform_edt(np.pad(core, 1)).max()):
-        raise NoDigitFound("no digit found: only a dot or a dash, hardly taller than the pen is wide; "
-                           "draw or photograph the digit larger")
+        raise NoDigitFound("no digit found: only a dot or a dash, hardly taller than the pen is wide "
+                           "(a digit stands several pen widths tall)")
 
 
 def two_dots(core):

@@ -179,8 +179,8 @@ def test_the_live_answer_says_why_the_second_model_did_not_answer(page):
     ("/?mode=number", "number-canvas", "number-live", "number-draw-submit"),
 ])
 def test_a_refused_drawing_is_worded_live_as_on_the_error_page(page, problems, address, canvas, live, submit):
-    """A dash: the live answer said "no digit found: ... larger" (the API's words, lower case,
-    no full stop), the error page "No digit found: ... larger." Both are sentences now."""
+    """A dash: the live answer said "no digit found: ..." (the API's words, lower case, no
+    full stop), the error page "No digit found: ....". Both are sentences now."""
     problems.expect(400)
     page.goto(address)
     drawing_area = page.get_by_test_id(canvas)
