@@ -51,6 +51,7 @@ STROKES_TALL = 3.0  # a digit is at least this many stroke widths tall (MNIST's:
 DOT_TALL = 1.5  # ... and surely this many times as tall as its thickest stroke (a dot or a dash: 1)
 DASH_SLOPE = 30  # degrees: a stroke this near level is a dash (MNIST's 1s lean up to 45) ...
 DASH_LONG = 2.0  # ... when it is this many times as long as it is thick (a pen's tap: 1)
+TWO_DOTS_INK = 10.0  # two dots hold at most about 2 pi (6.3-6.6) stroke widths squared of ink
 THIN_STROKE = 0.11  # thinner than this (MNIST's 10th percentile is 0.13) gets thickened
 STROKE_BOX = 80  # the size at which strokes are measured and thickened
 BAND_PIXELS = 1 << 21  # large pictures are converted and reduced this many pixels at a time
@@ -596,8 +597,11 @@ def refuse_dots_and_dashes(kept):
     # A stroke within 30 degrees of level, twice as long as thick, is wider than it is tall:
     # most digits are not, and keep their height without the costlier measure.
     standing = height if width < height else min(height, flat_extent_across(*np.nonzero(core)))
-    dots = two_dots(core)
-    if not dots and standing >= STROKES_TALL * stroke_width(np.pad(kept, 1)):
+    stroke = stroke_width(np.pad(kept, 1))
+    # Two dots hold about 2 pi stroke widths squared of ink (a dot's 2 x area / outline is
+    # its radius); any digit holds far more, and needs no counting of its pieces.
+    dots = core.sum() <= TWO_DOTS_INK * stroke**2 and two_dots(core)
+    if not dots and standing >= STROKES_TALL * stroke:
         return  # the usual digit, many strokes tall: no need for the costlier measure below
     if dots or standing < DOT_TALL * 2 * float(ndimage.distance_transform_edt(np.pad(core, 1)).max()):
         raise NoDigitFound("no digit found: only a dot or a dash, hardly taller than the pen is wide "
