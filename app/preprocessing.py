@@ -51,6 +51,7 @@ STROKES_TALL = 3.0  # a digit is at least this many stroke widths tall (MNIST's:
 DOT_TALL = 1.5  # ... and surely this many times as tall as its thickest stroke (a dot or a dash: 1)
 DASH_SLOPE = 30  # degrees: a stroke this near level is a dash (MNIST's 1s lean up to 45) ...
 DASH_LONG = 2.0  # ... when it is this many times as long as it is thick (a pen's tap: 1)
+FLAT_WIDE = 1.15  # ... and so at least 1.24 times as wide as it is tall (this, with room to spare)
 TWO_DOTS_INK = 10.0  # two dots hold at most about 2 pi (6.3-6.6) stroke widths squared of ink
 THIN_STROKE = 0.11  # thinner than this (MNIST's 10th percentile is 0.13) gets thickened
 STROKE_BOX = 80  # the size at which strokes are measured and thickened
@@ -594,9 +595,9 @@ def refuse_dots_and_dashes(kept):
     if rows.size == 0:
         return
     height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-    # A stroke within 30 degrees of level, twice as long as thick, is wider than it is tall:
-    # most digits are not, and keep their height without the costlier measure.
-    standing = height if width < height else min(height, flat_extent_across(*np.nonzero(core)))
+    # A pen stroke within 30 degrees of level, twice as long as thick, is at least 1.24 times
+    # as wide as it is tall: most digits are not, and keep their height without the costlier measure.
+    standing = height if width < FLAT_WIDE * height else min(height, flat_extent_across(*np.nonzero(core)))
     stroke = stroke_width(np.pad(kept, 1))
     # Two dots hold about 2 pi stroke widths squared of ink (a dot's 2 x area / outline is
     # its radius); any digit holds far more, and needs no counting of its pieces.
