@@ -567,7 +567,8 @@ def side_by_side_pieces(kept):
 def kept_ink(gray):
     """The ink of the picture's digit or digits, specks and ruled lines gone, cropped:
     (ink, (top, left) of the crop in `gray`, pixels of `gray` per ink pixel).
-    Raises NoDigitFound when nothing in a photo stands out from the paper."""
+    Raises NoDigitFound when nothing in a photo stands out from the paper, or when the
+    ink is only a dot or a dash."""
     drawing = drawing_ink(gray)
     if drawing is not None:
         ink, (top, left), factor = drawing
@@ -604,7 +605,7 @@ def refuse_dots_and_dashes(kept):
     dots = core.sum() <= TWO_DOTS_INK * stroke**2 and two_dots(core)
     if not dots and standing >= STROKES_TALL * stroke:
         return  # the usual digit, many strokes tall: no need for the costlier measure below
-    if dots or standing < DOT_TALL * 2 * float(ndimage.distance_transform_edt(np.pad(core, 1)).max()):
+    if dots or standing < DOT_TALL * thickest_stroke(core):
         raise NoDigitFound("no digit found: only a dot or a dash, hardly taller than the pen is wide "
                            "(a digit stands several pen widths tall)")
 
@@ -621,10 +622,14 @@ def two_dots(core):
         piece = labels[box] == index
         if max(piece.shape) >= DOT_TALL * min(piece.shape):
             return False  # longer than a dot, however thick: no need to measure how thick
-        thickest = 2 * float(ndimage.distance_transform_edt(np.pad(piece, 1)).max())
-        if max(piece.shape) >= DOT_TALL * thickest:
+        if max(piece.shape) >= DOT_TALL * thickest_stroke(piece):
             return False
     return True
+
+
+def thickest_stroke(mask):
+    """The diameter of the widest disc that fits in the mask: its thickest stroke."""
+    return 2 * float(ndimage.distance_transform_edt(np.pad(mask, 1)).max())
 
 
 def flat_extent_across(ys, xs):
