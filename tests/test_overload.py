@@ -272,7 +272,9 @@ def small_server(tmp_path_factory):
     max_requests, and the worker's restart is not what these tests look at)."""
     folder = tmp_path_factory.mktemp("overload") / "uploads"
     folder.mkdir()
-    (folder / ".incoming-4242-0123456789abcdef").write_bytes(b"half an upload")
+    # Written by a process that cannot be running: PID 4242 could be (this machine's pid_max is
+    # 32768), and then start-up rightly keeps its file, as a fresh clone's CI run once found.
+    (folder / f".incoming-{2 ** 22 + 7}-0123456789abcdef").write_bytes(b"half an upload")
     with live_server(folder, WEB_CONCURRENCY=1, GUNICORN_THREADS=2, CNN_QUEUE_LIMIT=1,
                      GUNICORN_CMD_ARGS="--max-requests 0") as base_url:
         yield base_url, folder
