@@ -684,6 +684,13 @@ EAGER_CROSSINGS = 2  # ... even where the cut crosses two strokes (glyphs that o
 TALL = 0.7  # both sides of a cut through touching digits have ink on this share of the row's height
 NARROWEST = 0.2  # ... and are at least this wide (a share of the row's height)
 CUT_INK = 2.0  # a cut crosses at most this many stroke widths of ink (a join, not a digit's stem)
+# Marks between digits (a decimal point or comma, a dash), by their size and place in the row:
+MARK_SMALL = 0.45  # a mark is at most this share of the row's height tall and wide (a dash: MARK_DASH wide)
+MARK_DOT = 2.0  # a dot is at most this many stroke widths across either way
+MARK_THICK = 0.7  # any mark is at least this many stroke widths across both ways (dust is finer)
+MARK_LOW = 0.55  # a point or a comma begins below this share of the row's height (from its top)
+MARK_DASH = 0.8  # a dash is at most this share of the row's height wide, twice as wide as tall ...
+MARK_MIDDLE = (0.25, 0.75)  # ... and its middle lies within this band of the row's height
 # How plausible a part is as one digit, by its width: digits up to WIDE_DIGIT row heights
 # wide are all alike; wider, the odds fall by e every WIDE_DECAY row heights. Tuned on
 # number photos (seed 1): a wide handwritten 0, 2 or 4 read whole, touching glyphs cut.
@@ -712,7 +719,7 @@ def prepare_digits(image, size=None):
     before any reduced-scale decoding); by default the image's own, turned upright.
     Raises NoDigitFound when the picture is too small or holds no ink.
     """
-    return [digit for options in digit_choices(image, size) for digit in options[0]]
+    return [digit for options in digit_choices(image, size) if not isinstance(options, str) for digit in options[0]]
 
 
 def digit_choices(image, size=None):
@@ -720,7 +727,9 @@ def digit_choices(image, size=None):
     ink, left to right, [its digits as prepare_digits cuts them] and, where they differ,
     the digits of a keener cut (at EAGER_CUT_WIDTH) and the group left whole (one wide
     digit). A caller with a model picks between them by the model's confidence and each
-    part's plausibility as a digit (recognition.read_number)."""
+    part's plausibility as a digit (recognition.read_number). A point, a comma or a dash
+    written between two digits comes as its character (".", ",", "-") in place of a
+    group's options (mark_of)."""
     # Worked on at prepare_image's size: measured, twice as many pixels for wide
     # pictures read no more numbers right (95.3% against 95.7%), and cost more.
     gray = grayscale(image)
@@ -737,8 +746,9 @@ def digit_choices(image, size=None):
         box = (int(x0), int(y0), max(1, round(x1 - int(x0))), max(1, round(y1 - int(y0))))
         return FoundDigit(centre_by_mass(fit_box(digit)), box, plausibility)
 
-    choices = [[[found(*mask) for mask in option] for option in options] for options in digit_masks(ink)]
-    if not choices:
+    choices = [options if isinstance(options, str) else [[found(*mask) for mask in option] for option in options]
+               for options in digit_masks(ink)]
+    if not any(not isinstance(options, str) for options in choices):
         raise NoDigitFound("no digit found: the image holds only specks or lines")
     return choices
 
@@ -746,7 +756,7 @@ def digit_choices(image, size=None):
 def digit_masks(ink):
     """For each group of ink, left to right, its options (see digit_choices), each a list
     of digits as (row slice, column slice, mask of its ink in that box), the mask taking
-    in the soft rim around its strokes."""
+    in the soft rim around its strokes; and the marks between digits, as characters."""
     core = ink > INK_CORE
     stroke = stroke_width(np.pad(ink, 1))  # padded: ink cropped to its edges has outline there too
     bridge = max(1, round(BRIDGE * stroke))
@@ -758,12 +768,14 @@ def digit_masks(ink):
     # A lone line (a 7's bar, before its stem is drawn) would make the row as tall as a
     # stroke is thick, and be cut into dozens of slivers: no digit is that short.
     row_height = max(row_height_of(pieces), STROKES_TALL * stroke)
+    marks = [(piece, char) for piece in pieces for char in [mark_of(piece, pieces, row_height, stroke)] if char]
+    pieces = [piece for piece in pieces if all(piece is not mark for mark, _ in marks)]
     groups = sorted(grouped(pieces, row_height), key=lambda group: group.left)
     # Touching digits make a group much wider than the row's other digits (1s aside),
     # or than digits usually are for their height.
     wide = [group.width for group in groups if group.width >= NARROW * row_height] or [row_height]
     usual = min(float(np.median(wide)), DIGIT_WIDTH * row_height)
-    choices = []
+    found = []  # (group, its options)
     for group in groups:
         options = []
         # The cautious cut, the keener one, and none at all (a wide 0, 2 or 4 is one digit).
@@ -774,8 +786,37 @@ def digit_masks(ink):
             if digits and all(digits != option for option in options):
                 options.append(digits)
         if options and options[0]:
-            choices.append([[digit_mask(digit, labels, row_height) for digit in option] for option in options])
+            found.append((group, [[digit_mask(digit, labels, row_height) for digit in option] for option in options]))
+    choices, marks = [], sorted(marks, key=lambda mark: mark[0].left)
+    for (before, _), (group, options) in zip([(None, None)] + found, found):
+        if before is not None:  # the marks between this digit and the one before it
+            choices += [char for mark, char in marks if before.right <= (mark.left + mark.right) / 2 <= group.left]
+        choices.append(options)
     return choices
+
+
+def mark_of(piece, pieces, row_height, stroke):
+    """"." "," or "-" when `piece` is a point, a comma or a dash, written beside the digits
+    (nothing else overlaps it across); else None. An amount ("12,50"), a date or a code
+    ("12-34"): the models read a comma as a 1 or an 8, sure of it (a drawn "17,4" was
+    "1714"), and a point or a dash was dropped as a speck, silently. digit_masks keeps
+    the marks that stand between two digits."""
+    if piece.height >= MARK_SMALL * row_height or min(piece.width, piece.height) < MARK_THICK * stroke:
+        return None  # as tall as a digit's part, or thinner than the pen (dust)
+    if any(other is not piece and overlap(piece.left, piece.right, other.left, other.right) > 0
+           for other in pieces):
+        return None  # part of a digit: a 5's bar, a 7's crossbar, a broken stroke
+    tallest = max(other.height for other in pieces)
+    row_top = float(np.median([other.top for other in pieces if other.height >= tallest / 2]))  # as row_height_of
+    if piece.width < MARK_SMALL * row_height and piece.top >= row_top + MARK_LOW * row_height:
+        if max(piece.width, piece.height) <= MARK_DOT * stroke:
+            return "."
+        return "," if piece.bottom > row_top + row_height else None
+    middle = (piece.top + piece.bottom) / 2
+    if (2 * piece.height <= piece.width <= MARK_DASH * row_height and piece.height <= MARK_DOT * stroke
+            and row_top + MARK_MIDDLE[0] * row_height <= middle <= row_top + MARK_MIDDLE[1] * row_height):
+        return "-"
+    return None
 
 
 def digit_mask(digit, labels, row_height):

@@ -90,10 +90,16 @@ class DigitReading:
 class NumberReading:
     model: str
     digits: list  # [DigitReading], left to right
+    marks: tuple = ()  # ((how many digits stand before it, "." "," or "-"), ...) written between digits
 
     @property
     def number(self):
-        return "".join(str(reading.digit) for reading in self.digits)
+        """The digits, with the points, commas and dashes written between them: "12,50"."""
+        text = []
+        for index, reading in enumerate(self.digits):
+            text += [char for position, char in self.marks if position == index]
+            text.append(str(reading.digit))
+        return "".join(text)
 
     @property
     def confidence(self):
@@ -123,12 +129,16 @@ def read_number(image, model_name, size=None):
         choices = digit_choices(image, size)
     except NoDigitFound as exc:
         raise NoDigitFound(str(exc).replace("no digit found:", "no digits found:", 1)) from None
-    too_many(sum(len(options[0]) for options in choices))
+    groups = [options for options in choices if not isinstance(options, str)]  # the rest are marks
+    too_many(sum(len(options[0]) for options in groups))
     # Every option of every group in one batch: one model call for the whole number.
-    candidates = [digit for options in choices for option in options for digit in option]
+    candidates = [digit for options in groups for option in options for digit in option]
     rows = iter(digit_model(model_name)(np.stack([digit.pixels for digit in candidates])))
-    readings = []
+    readings, marks = [], []
     for options in choices:
+        if isinstance(options, str):
+            marks.append((len(readings), options))
+            continue
         read = [[(DigitReading(int(row.argmax()), float(row.max()), [float(p) for p in row], digit.box, digit.pixels),
                   digit.plausibility) for digit, row in zip(option, rows)] for option in options]
         # Where the group might be touching digits, or one wide digit: the reading most
@@ -136,7 +146,7 @@ def read_number(image, model_name, size=None):
         best = max(read, key=lambda option: math.prod(reading.confidence * plausible for reading, plausible in option))
         readings += [reading for reading, _ in best]
     too_many(len(readings))
-    return NumberReading(model_name, readings)
+    return NumberReading(model_name, readings, tuple(marks))
 
 
 def too_many(count):

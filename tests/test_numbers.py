@@ -142,13 +142,37 @@ def test_a_wide_digit_that_looks_like_two_is_read_whole(client, digit_strokes, e
     assert post_file(client, "/api/predict/number", encode(image)).json["number"] == expected
 
 
-def test_specks_are_dropped(number_of, registry):
+def test_specks_are_dropped(client, number_of, registry):
     image = number_of("2026")
     draw = ImageDraw.Draw(image)
     rng = np.random.default_rng(3)
     for x, y in zip(rng.integers(0, image.width, 25), rng.integers(0, image.height, 25)):
         draw.ellipse((x, y, x + 3, y + 3), fill=0)
     assert read(image, registry) == "2026"
+    # Dust between the digits, finer than the pen, is no decimal point.
+    assert post_file(client, "/api/predict/number", encode(image)).json["number"] == "2026"
+
+
+SEVEN = STRAIGHT_DIGITS["7"][1]
+POINT = [[(0.0, 0.97), (0.0, 0.97)]]
+COMMA = [[(0.03, 0.93), (0.03, 1.0), (-0.04, 1.15)]]
+DASH = [[(0.0, 0.55), (0.3, 0.55)]]
+
+
+@pytest.mark.parametrize("digit_strokes, expected", [
+    ([ONE, SEVEN, COMMA, FOUR_IN_TWO_STROKES], "17,4"),
+    ([ONE, SEVEN, POINT, FOUR_IN_TWO_STROKES], "17.4"),
+    ([ONE, SEVEN, DASH, FOUR_IN_TWO_STROKES, ONE], "17-41"),
+    ([ONE, SEVEN, POINT], "17"),  # a full stop after the number
+    ([DASH, ONE, SEVEN], "17"),
+], ids=["decimal-comma", "decimal-point", "dash", "full-stop-after", "dash-before"])
+def test_points_commas_and_dashes_between_digits_are_written_out(client, digit_strokes, expected):
+    """An amount or a code: a comma was read as a digit ("17,4" was "1714", the comma a 1,
+    95% sure), a point and a dash were dropped silently. Marks between two digits are
+    now part of the number; the digits alone are listed as digits."""
+    answer = post_file(client, "/api/predict/number", encode(strokes_image(digit_strokes))).json
+    assert answer["number"] == expected
+    assert len(answer["digits"]) == sum(char.isdigit() for char in expected)
 
 
 @pytest.mark.parametrize("paper", ["plain", "ruled", "squared"])
