@@ -56,9 +56,17 @@
       context.lineCap = "round";
       context.lineJoin = "round";
       context.beginPath();
-      context.moveTo(from.x, from.y);
-      context.lineTo(to.x, to.y);
-      context.stroke();
+      if (from.x === to.x && from.y === to.y) {
+        // A tap (a decimal point): the canvas drops a zero-length line, round cap and all,
+        // so the dot is filled as a disc the width of the pen.
+        context.fillStyle = "#000";
+        context.arc(to.x, to.y, context.lineWidth / 2, 0, 2 * Math.PI);
+        context.fill();
+      } else {
+        context.moveTo(from.x, from.y);
+        context.lineTo(to.x, to.y);
+        context.stroke();
+      }
       hasInk = true;
     }
 

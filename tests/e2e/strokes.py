@@ -46,7 +46,9 @@ def path(box, stroke):
 
 
 def draw_with_mouse(page, canvas, digit):
-    """Press, drag along each stroke, release: the mouse as a pen."""
+    """Press, drag along each stroke, release: the mouse as a pen. (The canvas is scrolled
+    into view first: a press below the window's edge reaches no element.)"""
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     for stroke in digit:
         start, *rest = path(box, stroke)

@@ -64,6 +64,22 @@ def test_a_number_written_on_the_canvas_is_read(page):
     expect(page.get_by_test_id("number-result")).to_have_text("714")
 
 
+NUMBER_THREE = [[(0.0, 0.05), (0.5, 0.0), (0.95, 0.2), (0.45, 0.48), (0.95, 0.7), (0.5, 1.0), (0.0, 0.92)]]
+A_TAP = [[(0.5, 0.97)]]  # pointerdown and pointerup at one place: how a point is written
+
+
+def test_a_decimal_point_tapped_with_the_pen_is_part_of_the_number(page):
+    """A zero-length line draws nothing on a canvas: the tap left no ink, and "3.14" was
+    read as "314"."""
+    page.goto("/?mode=number")
+    canvas = page.get_by_test_id("number-canvas")
+    draw_with_mouse(page, canvas, at(NUMBER_THREE, 0.1) + at(A_TAP, 0.26) + at(NUMBER_ONE, 0.36)
+                    + at(NUMBER_FOUR, 0.55))
+    page.get_by_test_id("number-draw-submit").click()
+
+    expect(page.get_by_test_id("number-result")).to_have_text("3.14")
+
+
 def test_the_number_canvas_answers_while_drawing_and_forgets_on_clear(page, base_url, server_uploads):
     kept_before = folder_files(server_uploads)
     page.goto("/?mode=number")
