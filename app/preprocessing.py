@@ -789,7 +789,9 @@ def digit_masks(ink):
             found.append((group, [[digit_mask(digit, labels, row_height) for digit in option] for option in options]))
     choices, marks = [], sorted(marks, key=lambda mark: mark[0].left)
     for (before, _), (group, options) in zip([(None, None)] + found, found):
-        if before is not None:  # the marks between this digit and the one before it
+        if before is None:  # a minus before the first digit: a negative score, a temperature
+            choices += [char for mark, char in marks if char == "-" and mark.right <= group.left][-1:]
+        else:  # the marks between this digit and the one before it
             choices += [char for mark, char in marks if before.right <= (mark.left + mark.right) / 2 <= group.left]
         choices.append(options)
     return choices
@@ -800,7 +802,7 @@ def mark_of(piece, pieces, row_height, stroke):
     (nothing else overlaps it across); else None. An amount ("12,50"), a date or a code
     ("12-34"): the models read a comma as a 1 or an 8, sure of it (a drawn "17,4" was
     "1714"), and a point or a dash was dropped as a speck, silently. digit_masks keeps
-    the marks that stand between two digits."""
+    the marks that stand between two digits, and a dash just before the first (a minus)."""
     if piece.height >= MARK_SMALL * row_height or min(piece.width, piece.height) < MARK_THICK * stroke:
         return None  # as tall as a digit's part, or thinner than the pen (dust)
     if any(other is not piece and overlap(piece.left, piece.right, other.left, other.right) > 0

@@ -94,7 +94,7 @@ class NumberReading:
 
     @property
     def number(self):
-        """The digits, with the points, commas and dashes written between them: "12,50"."""
+        """The digits, with the points, commas and dashes written between them ("12,50"), and a minus before them."""
         text = []
         for index, reading in enumerate(self.digits):
             text += [char for position, char in self.marks if position == index]

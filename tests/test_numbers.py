@@ -164,12 +164,13 @@ DASH = [[(0.0, 0.55), (0.3, 0.55)]]
     ([ONE, SEVEN, POINT, FOUR_IN_TWO_STROKES], "17.4"),
     ([ONE, SEVEN, DASH, FOUR_IN_TWO_STROKES, ONE], "17-41"),
     ([ONE, SEVEN, POINT], "17"),  # a full stop after the number
-    ([DASH, ONE, SEVEN], "17"),
-], ids=["decimal-comma", "decimal-point", "dash", "full-stop-after", "dash-before"])
+    ([DASH, ONE, SEVEN], "-17"),  # a minus: a negative score, a temperature
+    ([POINT, ONE, SEVEN], "17"),
+], ids=["decimal-comma", "decimal-point", "dash", "full-stop-after", "minus", "point-before"])
 def test_points_commas_and_dashes_between_digits_are_written_out(client, digit_strokes, expected):
     """An amount or a code: a comma was read as a digit ("17,4" was "1714", the comma a 1,
-    95% sure), a point and a dash were dropped silently. Marks between two digits are
-    now part of the number; the digits alone are listed as digits."""
+    95% sure), a point and a dash were dropped silently. Marks between two digits, and a
+    minus before the first, are now part of the number; the digits alone are listed as digits."""
     answer = post_file(client, "/api/predict/number", encode(strokes_image(digit_strokes))).json
     assert answer["number"] == expected
     assert len(answer["digits"]) == sum(char.isdigit() for char in expected)
