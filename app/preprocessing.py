@@ -558,7 +558,7 @@ def prepare_digit(image):
     Raises NoDigitFound when the picture is too small, holds no ink, or nothing in it
     stands out from the paper.
     """
-    kept, _, _ = kept_ink(grayscale(image))
+    kept, _, _, _ = kept_ink(grayscale(image))
     return PreparedDigit(centre_by_mass(fit_box(kept)), side_by_side_pieces(kept))
 
 
@@ -585,21 +585,21 @@ def side_by_side_pieces(kept):
 
 def kept_ink(gray):
     """The ink of the picture's digit or digits, specks and ruled lines gone, cropped:
-    (ink, (top, left) of the crop in `gray`, pixels of `gray` per ink pixel).
-    Raises NoDigitFound when nothing in a photo stands out from the paper, or when the
+    (ink, (top, left) of the crop in `gray`, pixels of `gray` per ink pixel, whether it
+    is a clean drawing). Raises NoDigitFound when nothing in a photo stands out from the paper, or when the
     ink is only a dot or a dash."""
     drawing = drawing_ink(gray)
     if drawing is not None:
         ink, (top, left), factor = drawing
         ink, (kept_top, kept_left) = keep_digit(ink, paper=False)
         refuse_dots_and_dashes(ink)
-        return ink, (top + kept_top * factor, left + kept_left * factor), factor
+        return ink, (top + kept_top * factor, left + kept_left * factor), factor, True
     ink, noise = photo_ink(gray.astype(np.float32) / 255.0)
     kept, origin = keep_digit(ink)
     refuse_faint_ink(kept, noise)
     refuse_paper_lines(kept, gray.shape)
     refuse_dots_and_dashes(kept)
-    return kept, origin, 1
+    return kept, origin, 1, False
 
 
 def refuse_dots_and_dashes(kept):
@@ -733,7 +733,7 @@ def digit_choices(image, size=None):
     # Worked on at prepare_image's size: measured, twice as many pixels for wide
     # pictures read no more numbers right (95.3% against 95.7%), and cost more.
     gray = grayscale(image)
-    ink, (top, left), factor = kept_ink(gray)
+    ink, (top, left), factor, drawn = kept_ink(gray)
     if size is None:
         width, height = image.size
         size = (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
@@ -747,28 +747,37 @@ def digit_choices(image, size=None):
         return FoundDigit(centre_by_mass(fit_box(digit)), box, plausibility)
 
     choices = [options if isinstance(options, str) else [[found(*mask) for mask in option] for option in options]
-               for options in digit_masks(ink)]
+               for options in digit_masks(ink, broken_strokes=not drawn)]
     if not any(not isinstance(options, str) for options in choices):
         raise NoDigitFound("no digit found: the image holds only specks or lines")
     return choices
 
 
-def digit_masks(ink):
+def digit_masks(ink, broken_strokes=True):
     """For each group of ink, left to right, its options (see digit_choices), each a list
     of digits as (row slice, column slice, mask of its ink in that box), the mask taking
-    in the soft rim around its strokes; and the marks between digits, as characters."""
+    in the soft rim around its strokes; and the marks between digits, as characters.
+    `broken_strokes`: whether strokes may have gaps (pencil on paper) that could look like
+    points; a clean drawing's have none."""
     core = ink > INK_CORE
     stroke = stroke_width(np.pad(ink, 1))  # padded: ink cropped to its edges has outline there too
     bridge = max(1, round(BRIDGE * stroke))
-    labels, count = ndimage.label(grow(core, bridge), structure=np.ones((3, 3)))
-    labels *= core
-    pieces = [Piece.of(labels, index, box) for index, box in enumerate(ndimage.find_objects(labels), start=1) if box]
+    labels, pieces = ink_pieces(core, bridge)
     if not pieces:
         return []
     # A lone line (a 7's bar, before its stem is drawn) would make the row as tall as a
     # stroke is thick, and be cut into dozens of slivers: no digit is that short.
     row_height = max(row_height_of(pieces), STROKES_TALL * stroke)
-    marks = [(piece, char) for piece in pieces for char in [mark_of(piece, pieces, row_height, stroke)] if char]
+    if broken_strokes:
+        marks = marks_among(pieces, row_height, stroke)
+    else:
+        # A drawing's marks are found before the bridging: a point written close to a digit
+        # (at the gaps people leave on the canvas) was joined to it, "17.4" read "174".
+        loose_labels, loose = ink_pieces(core, 0)
+        marks = marks_among(loose, row_height, stroke)
+        if marks:
+            core = core & ~np.isin(loose_labels, [index for mark, _ in marks for index in mark.indices])
+            labels, pieces = ink_pieces(core, bridge)
     pieces = [piece for piece in pieces if all(piece is not mark for mark, _ in marks)]
     groups = sorted(grouped(pieces, row_height), key=lambda group: group.left)
     # Touching digits make a group much wider than the row's other digits (1s aside),
@@ -795,6 +804,18 @@ def digit_masks(ink):
             choices += [char for mark, char in marks if before.right <= (mark.left + mark.right) / 2 <= group.left]
         choices.append(options)
     return choices
+
+
+def ink_pieces(core, bridge):
+    """(labels, [Piece]): the core's connected pieces, gaps up to 2 x `bridge` pixels bridged."""
+    labels, _ = ndimage.label(grow(core, bridge), structure=np.ones((3, 3)))
+    labels *= core
+    return labels, [Piece.of(labels, index, box) for index, box in enumerate(ndimage.find_objects(labels), start=1)
+                    if box]
+
+
+def marks_among(pieces, row_height, stroke):
+    return [(piece, char) for piece in pieces for char in [mark_of(piece, pieces, row_height, stroke)] if char]
 
 
 def mark_of(piece, pieces, row_height, stroke):

@@ -159,6 +159,17 @@ COMMA = [[(0.03, 0.93), (0.03, 1.0), (-0.04, 1.15)]]
 DASH = [[(0.0, 0.55), (0.3, 0.55)]]
 
 
+@pytest.mark.parametrize("mark, expected", [(DASH, "17-4"), (COMMA, "17,4"), (POINT, "17.4")],
+                         ids=["dash", "comma", "point"])
+@pytest.mark.parametrize("height, pen, gap", [(160, 18, 25), (100, 14, 18)])
+def test_a_mark_drawn_close_to_a_digit_stays_a_mark(client, mark, expected, height, pen, gap):
+    """The gaps people leave on the canvas: the bridge over breaks in a stroke joined a
+    mark this close to its digit ("17-4" read "174"). A clean drawing's marks are found
+    before the bridging: its strokes have no breaks."""
+    image = strokes_image([ONE, SEVEN, mark, FOUR_IN_TWO_STROKES], height=height, pen=pen, gap=gap)
+    assert post_file(client, "/api/predict/number", encode(image)).json["number"] == expected
+
+
 @pytest.mark.parametrize("digit_strokes, expected", [
     ([ONE, SEVEN, COMMA, FOUR_IN_TWO_STROKES], "17,4"),
     ([ONE, SEVEN, POINT, FOUR_IN_TWO_STROKES], "17.4"),
