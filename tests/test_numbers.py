@@ -2,6 +2,7 @@
 contract and errors, and the number pages. Numbers are built from the committed
 MNIST test digits (app.samples.written_number) and drawn strokes; no fonts needed."""
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -151,6 +152,24 @@ def test_specks_are_dropped(client, number_of, registry):
     assert read(image, registry) == "2026"
     # Dust between the digits, finer than the pen, is no decimal point.
     assert post_file(client, "/api/predict/number", encode(image)).json["number"] == "2026"
+
+
+@pytest.mark.parametrize("drawn", [True, False], ids=["drawing", "photo"])
+def test_a_page_of_dots_is_refused_without_comparing_every_pair_for_seconds(client, drawn):
+    """300 separate dots: grouping them compared every pair of pieces at each of its 300
+    steps, 9-12 s of one core for a 10 KB upload. More pieces than a row of 20 digits is
+    made of are refused at once; fewer are compared as arrays."""
+    import time
+
+    dots = Image.new("RGB", (1200, 400), "white")
+    draw = ImageDraw.Draw(dots)
+    for x, y in itertools.product(range(10, 1190, 40), range(10, 390, 40)):
+        draw.ellipse((x, y, x + 8, y + 8), fill="black")
+    picture = dots if drawn else photograph(dots, size=(2000, 1000), digit_height=0.5, seed=1)
+    started = time.process_time()
+    response = post_file(client, "/api/predict/number", encode(picture, "JPEG"))
+    assert response.status_code == 400 and "separate pieces of ink" in response.json["error"]
+    assert time.process_time() - started < 2.0  # a guard against the blow-up, not a speed target
 
 
 SEVEN = STRAIGHT_DIGITS["7"][1]
