@@ -685,7 +685,7 @@ TALL = 0.7  # both sides of a cut through touching digits have ink on this share
 NARROWEST = 0.2  # ... and are at least this wide (a share of the row's height)
 CUT_INK = 2.0  # a cut crosses at most this many stroke widths of ink (a join, not a digit's stem)
 # A row of 20 digits is made of far fewer pieces of ink than this (measured: at most 1.5 a
-# digit on 1,600 number photos, bridged); more is a pattern or a texture, refused.
+# digit on 1,600 number photos, bridged); more is a page of writing, a pattern or a texture.
 MAX_PIECES = 100
 # Marks between digits (a decimal point or comma, a dash), by their size and place in the row:
 MARK_SMALL = 0.45  # a mark is at most this share of the row's height tall and wide (a dash: MARK_DASH wide)
@@ -770,7 +770,8 @@ def digit_masks(ink, broken_strokes=True):
         return []
     if len(pieces) > MAX_PIECES:  # each step below compares every pair of pieces
         raise NoDigitFound(f"no digit found: the picture holds {len(pieces)} separate pieces of ink, more than "
-                           f"a row of digits is made of (at most {MAX_PIECES}): a pattern or a texture, not a number")
+                           f"a row of digits is made of (at most {MAX_PIECES}): a page of writing, a pattern or a "
+                           "texture, not one number")
     # A lone line (a 7's bar, before its stem is drawn) would make the row as tall as a
     # stroke is thick, and be cut into dozens of slivers: no digit is that short.
     row_height = max(row_height_of(pieces), STROKES_TALL * stroke)
