@@ -776,8 +776,10 @@ def digit_masks(ink, broken_strokes=True):
     # stroke is thick, and be cut into dozens of slivers: no digit is that short.
     row_height = max(row_height_of(pieces), STROKES_TALL * stroke)
     # A drawing's marks are found before the bridging: a point written close to a digit
-    # (at the gaps people leave on the canvas) was joined to it, "17.4" read "174".
-    loose_labels, loose = (None, []) if broken_strokes else ink_pieces(core, 0)
+    # (at the gaps people leave on the canvas) was joined to it, "17.4" read "174". Its
+    # pieces are those its ink leaves apart, down to faint ink (LINE_SEEN): a thin pen's line,
+    # reduced, breaks into dashes of core (a 1's tip, 2 pixels of a 1-pixel pen, was a point).
+    loose_labels, loose = (None, []) if broken_strokes else labelled_pieces(ink > LINE_SEEN, core)
     if broken_strokes or len(loose) > MAX_PIECES:
         marks = marks_among(pieces, row_height, stroke)
     else:
@@ -815,7 +817,13 @@ def digit_masks(ink, broken_strokes=True):
 
 def ink_pieces(core, bridge):
     """(labels, [Piece]): the core's connected pieces, gaps up to 2 x `bridge` pixels bridged."""
-    labels, _ = ndimage.label(grow(core, bridge), structure=np.ones((3, 3)))
+    return labelled_pieces(grow(core, bridge), core)
+
+
+def labelled_pieces(reach, core):
+    """(labels, [Piece]): the core's pieces, as the connected pieces of `reach` (a mask
+    holding the core) join them."""
+    labels, _ = ndimage.label(reach, structure=np.ones((3, 3)))
     labels *= core
     return labels, [Piece.of(labels, index, box) for index, box in enumerate(ndimage.find_objects(labels), start=1)
                     if box]

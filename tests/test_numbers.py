@@ -189,6 +189,23 @@ def test_a_mark_drawn_close_to_a_digit_stays_a_mark(client, mark, expected, heig
     assert post_file(client, "/api/predict/number", encode(image)).json["number"] == expected
 
 
+SLANTED_ONE = STRAIGHT_DIGITS["slanted 1"][1]
+
+
+@pytest.mark.parametrize("digit_strokes, height, pen, expected", [
+    ([STRAIGHT_DIGITS["5 with a long top bar"][1], STRAIGHT_DIGITS["2 with a long base"][1], SLANTED_ONE,
+      SEVEN_WITH_A_BROKEN_LINE], 200, 1, "5217"),
+    ([STRAIGHT_DIGITS["7 with a crossbar"][1], STRAIGHT_DIGITS["2 with a long base"][1], SLANTED_ONE,
+      STRAIGHT_DIGITS["7 with a bar wider than tall"][1]], 1000, 2, "7217"),
+], ids=["1px-pen-200px-tall", "2px-pen-1000px-tall"])
+def test_a_thin_pens_line_is_no_mark(client, digit_strokes, height, pen, expected):
+    """A paint program's thin pen on a big picture: reduced, its lines are fainter than
+    the ink's core in places, and break into dashes of core. The tip of a slanted 1 cut
+    off so was a point or a comma ("5217" read "52.17", "7217" "72,17")."""
+    image = strokes_image(digit_strokes, height=height, pen=pen, gap=max(2 * pen, height // 4))
+    assert post_file(client, "/api/predict/number", encode(image)).json["number"] == expected
+
+
 @pytest.mark.parametrize("digit_strokes, expected", [
     ([ONE, SEVEN, COMMA, FOUR_IN_TWO_STROKES], "17,4"),
     ([ONE, SEVEN, POINT, FOUR_IN_TWO_STROKES], "17.4"),
