@@ -831,8 +831,7 @@ def labelled_pieces(reach, core):
 
 def marks_among(pieces, row_height, stroke):
     """[(piece, its mark)] for the pieces that are marks (mark_of)."""
-    tallest = max(piece.height for piece in pieces)
-    row_top = float(np.median([piece.top for piece in pieces if piece.height >= tallest / 2]))  # as row_height_of
+    row_top = float(np.median([piece.top for piece in tall_pieces(pieces)]))
     return [(piece, char) for piece in pieces for char in [mark_of(piece, pieces, row_top, row_height, stroke)]
             if char]
 
@@ -899,11 +898,16 @@ class Piece:
                      min(self.left, other.left), max(self.right, other.right))
 
 
-def row_height_of(pieces):
-    """The height of a digit in this row: the median of the pieces at least half as
-    tall as the tallest (fragments and specks aside)."""
+def tall_pieces(pieces):
+    """The pieces at least half as tall as the tallest: the row's digits, fragments and
+    specks aside."""
     tallest = max(piece.height for piece in pieces)
-    return float(np.median([piece.height for piece in pieces if piece.height >= tallest / 2]))
+    return [piece for piece in pieces if piece.height >= tallest / 2]
+
+
+def row_height_of(pieces):
+    """The height of a digit in this row: the median of its tall pieces."""
+    return float(np.median([piece.height for piece in tall_pieces(pieces)]))
 
 
 def overlap(low_a, high_a, low_b, high_b):
@@ -964,9 +968,11 @@ def fragment_pair(groups, row_height):
     gaps[rows, fragments] = np.inf
     nearest = gaps.argmin(axis=1)
     near = ((bottom - top)[fragments] < SPECK * row_height) & (gaps[rows, nearest] <= NEAR * row_height)
-    for row in np.flatnonzero(overlapping | near)[:1]:
-        return int(fragments[row]), int(best[row] if overlapping[row] else nearest[row])
-    return None
+    belonging = np.flatnonzero(overlapping | near)
+    if not len(belonging):
+        return None
+    row = belonging[0]
+    return int(fragments[row]), int(best[row] if overlapping[row] else nearest[row])
 
 
 def cut_apart(group, labels, row_height, widest, stroke, crossings=1):
