@@ -65,6 +65,46 @@ def draw_on_canvas(strokes, fill=0.75, anchor=(0.5, 0.5), canvas=CANVAS_SIZE, pe
     return image
 
 
+def canvas_units(name, fill=0.8):
+    """One of STRAIGHT_DIGITS, sized and centred as a person would draw it, in canvas units
+    (0..1 across, 0..1 down): waypoints for a pointer (draw_with_mouse)."""
+    _, strokes = STRAIGHT_DIGITS[name]
+    return [[(x / CANVAS_SIZE, y / CANVAS_SIZE) for x, y in stroke] for stroke in place(strokes, fill)]
+
+
+STEP_PX = 4  # how far a pointer (a browser test's mouse) travels between two move events
+
+
+def to_page(box, point):
+    """Canvas units -> page coordinates, inside the element's bounding box."""
+    x, y = point
+    return box["x"] + x * box["width"], box["y"] + y * box["height"]
+
+
+def path(box, stroke):
+    """Every pointer position along a stroke, STEP_PX apart, in page coordinates."""
+    points = [to_page(box, p) for p in stroke]
+    positions = [points[0]]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        steps = max(1, round(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / STEP_PX))
+        positions += [(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps) for i in range(1, steps + 1)]
+    return positions
+
+
+def draw_with_mouse(page, canvas, digit):
+    """Press, drag along each stroke, release: the mouse as a pen. (The canvas is scrolled
+    into view first: a press below the window's edge reaches no element.)"""
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    for stroke in digit:
+        start, *rest = path(box, stroke)
+        page.mouse.move(*start)
+        page.mouse.down()
+        for position in rest:
+            page.mouse.move(*position)
+        page.mouse.up()
+
+
 def written_number(digits28, height=120, gaps=None, margin=30):
     """MNIST-style 28x28 digits (light on black) side by side as one clean drawing:
     black ink on white, each digit `height` pixels tall (from its own ink), `gaps`

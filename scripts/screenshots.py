@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from app.samples import STRAIGHT_DIGITS, draw_on_canvas, jpeg_bytes, photograph, place  # noqa: E402
+from app.samples import STRAIGHT_DIGITS, canvas_units, draw_on_canvas, draw_with_mouse, jpeg_bytes, photograph  # noqa: E402,E501
 from benchmarks.live_server import live_server  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -24,19 +24,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
-
-
-def draw(page, strokes):
-    """Draw `strokes` (app.samples digit units) on the page's canvas with the mouse."""
-    box = page.get_by_test_id("draw-canvas").bounding_box()
-    scale = box["width"] / 280  # place() works in canvas pixels
-    for stroke in place(strokes, 0.7):
-        points = [(box["x"] + x * scale, box["y"] + y * scale) for x, y in stroke]
-        page.mouse.move(*points[0])
-        page.mouse.down()
-        for point in points[1:]:
-            page.mouse.move(*point, steps=12)
-        page.mouse.up()
 
 
 def main(argv=None):
@@ -54,7 +41,7 @@ def main(argv=None):
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         phone = browser.new_context(base_url=url, **PHONE).new_page()
         phone.goto("/")
-        draw(phone, seven)
+        draw_with_mouse(phone, phone.get_by_test_id("draw-canvas"), canvas_units("7", fill=0.7))
         phone.screenshot(path=out / "phone.png")
         desktop = browser.new_context(base_url=url, **DESKTOP).new_page()
         desktop.goto("/")

@@ -2,8 +2,10 @@
 
 A digit is a list of strokes; a stroke is a list of waypoints in canvas units
 (0..1 across, 0..1 down). Between waypoints the pointer moves in small steps,
-as a hand does, so draw.js sees a stream of pointermove events.
+as a hand does, so draw.js sees a stream of pointermove events (app.samples.draw_with_mouse).
 """
+
+from app.samples import canvas_units, draw_with_mouse, path  # noqa: F401 (the tests import them from here)
 
 # One continuous stroke: a bar across the top, then a diagonal down to the left.
 SEVEN = [[(0.28, 0.24), (0.72, 0.24), (0.44, 0.80)]]
@@ -12,51 +14,9 @@ ONE = [[(0.52, 0.18), (0.49, 0.82)]]
 # A 1 with a small flag at the top, drawn in one go.
 ONE_WITH_FLAG = [[(0.42, 0.28), (0.53, 0.18), (0.50, 0.82)]]
 
-
-
-def canvas_units(name, fill=0.8):
-    """One of app.samples' straight-stroke digits, sized and centred as a person would draw it."""
-    from app.samples import CANVAS_SIZE, STRAIGHT_DIGITS, place
-
-    _, strokes = STRAIGHT_DIGITS[name]
-    return [[(x / CANVAS_SIZE, y / CANVAS_SIZE) for x, y in stroke] for stroke in place(strokes, fill)]
-
-
 VERTICAL_ONE = canvas_units("vertical 1", fill=0.9)  # the "no digit found" of the last round
 WIDE_SEVEN = canvas_units("7 with a bar wider than tall", fill=0.9)
 STRAIGHT_FOUR = canvas_units("open 4")
-
-STEP_PX = 4  # how far the pointer travels between two move events
-
-
-def to_page(box, point):
-    """Canvas units -> page coordinates, inside the element's bounding box."""
-    x, y = point
-    return box["x"] + x * box["width"], box["y"] + y * box["height"]
-
-
-def path(box, stroke):
-    """Every pointer position along a stroke, STEP_PX apart, in page coordinates."""
-    points = [to_page(box, p) for p in stroke]
-    positions = [points[0]]
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        steps = max(1, round(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / STEP_PX))
-        positions += [(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps) for i in range(1, steps + 1)]
-    return positions
-
-
-def draw_with_mouse(page, canvas, digit):
-    """Press, drag along each stroke, release: the mouse as a pen. (The canvas is scrolled
-    into view first: a press below the window's edge reaches no element.)"""
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    for stroke in digit:
-        start, *rest = path(box, stroke)
-        page.mouse.move(*start)
-        page.mouse.down()
-        for position in rest:
-            page.mouse.move(*position)
-        page.mouse.up()
 
 
 def draw_with_finger(page, canvas, digit):
