@@ -36,7 +36,8 @@ PAPER_LINES_SHARE = 0.8  # ... holding this share of the ink: an empty ruled pag
 SIDE_BY_SIDE_HEIGHT = 0.6  # pieces of ink this share of the tallest's height, or taller, ...
 SIDE_BY_SIDE_GAP = 0.1  # ... apart by this share of it: several digits side by side
 INK_CORE = 0.25  # part of a stroke, after the ink is scaled to 0-1
-MIN_PART = 0.02  # pieces smaller than this share of the largest are specks
+MIN_PART = 0.02  # pieces smaller than this share of the largest are specks ...
+PEN_DOT = 0.5  # ... in a drawing, only those under this many stroke widths squared (a dot: pi / 4)
 LINE_SEEN = 0.1  # faint lines are looked for in ink down to this (INK_CORE breaks them into dashes)
 LINE_SPAN = 0.6  # a straight run across this share of a picture may be a ruled line ...
 LINE_SEARCH_SIZE = 128  # pictures twice this size are searched for runs at half size
@@ -470,7 +471,13 @@ def keep_digit(ink, paper=True):
     labels, count = ndimage.label(core, structure=np.ones((3, 3)))
     areas = np.bincount(labels.ravel())
     areas[0] = 0  # the background
-    kept = areas >= MIN_PART * areas.max()
+    least = MIN_PART * areas.max()
+    if not paper:
+        # A drawing has no grain: its specks are what the pen left on purpose. A fine
+        # pen's point (a decimal point) holds under 2% of a digit's ink, and was lost
+        # ("12.50" read "1250"); a piece holding a pen dot's ink is kept.
+        least = min(least, PEN_DOT * stroke_width(ink) ** 2)
+    kept = areas >= least
     kept[0] = False
     return np.where(grow(kept[labels], 2), ink, 0.0), (top, left)
 
