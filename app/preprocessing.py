@@ -472,7 +472,7 @@ def keep_digit(ink, paper=True):
     areas = np.bincount(labels.ravel())
     areas[0] = 0  # the background
     least = MIN_PART * areas.max()
-    if not paper:
+    if not paper and (areas[1:] < least).any():
         # A drawing has no grain: its specks are what the pen left on purpose. A fine
         # pen's point (a decimal point) holds under 2% of a digit's ink, and was lost
         # ("12.50" read "1250"); a piece holding a pen dot's ink is kept.
