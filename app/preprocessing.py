@@ -161,18 +161,13 @@ def grayscale(image):
     return np.asarray(gray)
 
 
-def drawing_ink(gray):
-    """The ink of a clean drawing (a canvas, a digital image), cropped to the ink and
-    reduced to at most CLEAN_SIZE; None for photos and scans.
-
-    Returns (ink, (top, left) of the crop in `gray`, reduction factor): the last two
-    place the ink back in the picture (prepare_digits' boxes).
+def drawing_paper(gray):
+    """(the paper's grey level, whether the ink is darker than it) for a clean drawing (a
+    canvas, a digital image); None for photos and scans.
 
     A drawing's background is one exact grey level, with no lighting or noise to
     remove, so the picture's histogram says all: the commonest level is the paper,
-    and the ink lies on the side of it where most of the rest lies. The digit then
-    needs no more pixels than MNIST's processing keeps: a 280x280 canvas costs what a
-    small image does.
+    and the ink lies on the side of it where most of the rest lies.
     """
     counts = np.array(Image.fromarray(gray).histogram())  # in C, without bincount's cast to 64 bits
     background = int(counts.argmax())
@@ -181,12 +176,26 @@ def drawing_ink(gray):
         return None  # grain, noise or lighting: a photo
     levels = np.arange(256)
     dark_ink = counts @ np.clip(background - levels, 0, None) >= counts @ np.clip(levels - background, 0, None)
-    drawn = gray != background
+    return background, dark_ink
+
+
+def drawing_ink(gray, paper, region=(0, 0, None, None)):
+    """The ink of a clean drawing on `paper` (drawing_paper), cropped to what is drawn
+    within `region` of `gray` ((top, left, bottom, right); by default all of it) and
+    reduced to at most CLEAN_SIZE.
+
+    Returns (ink, (top, left) of the crop in `gray`, reduction factor): the last two
+    place the ink back in the picture (prepare_digits' boxes). The digit needs no more
+    pixels than MNIST's processing keeps: a 280x280 canvas costs what a small image does.
+    """
+    background, dark_ink = paper
+    region_top, region_left, bottom, right = region
+    drawn = gray[region_top:bottom, region_left:right] != background
     rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
     if rows.size == 0:
         raise NoDigitFound("no digit found: the image looks blank")
-    top, left = max(0, rows[0] - 1), max(0, cols[0] - 1)
-    crop = gray[top : rows[-1] + 2, left : cols[-1] + 2]
+    top, left = max(0, region_top + rows[0] - 1), max(0, region_left + cols[0] - 1)
+    crop = gray[top : region_top + rows[-1] + 2, left : region_left + cols[-1] + 2]
     # A number drawn across a wide canvas is reduced by its height, not its width: each
     # of its digits keeps the pixels a single digit gets (single digits are never wider).
     height, width = crop.shape
@@ -595,10 +604,22 @@ def kept_ink(gray):
     (ink, (top, left) of the crop in `gray`, pixels of `gray` per ink pixel, whether it
     is a clean drawing). Raises NoDigitFound when nothing in a photo stands out from the paper, or when the
     ink is only a dot or a dash."""
-    drawing = drawing_ink(gray)
-    if drawing is not None:
-        ink, (top, left), factor = drawing
+    paper = drawing_paper(gray)
+    if paper is not None:
+        ink, (top, left), factor = drawing_ink(gray, paper)
         ink, (kept_top, kept_left) = keep_digit(ink, paper=False)
+        while factor > 1:
+            # A speck far from the digits (a stray pixel in a corner of a big picture)
+            # stretched the crop, and the digits were reduced with it until they were a few
+            # pixels tall: "2026" read "2". The ink kept, specks dropped, is cropped again.
+            height, width = ink.shape
+            region = (top + kept_top * factor, left + kept_left * factor,
+                      top + (kept_top + height) * factor, left + (kept_left + width) * factor)
+            finer = drawing_ink(gray, paper, region)
+            if finer[2] >= factor:
+                break
+            ink, (top, left), factor = finer
+            ink, (kept_top, kept_left) = keep_digit(ink, paper=False)
         refuse_dots_and_dashes(ink)
         return ink, (top + kept_top * factor, left + kept_left * factor), factor, True
     ink, noise = photo_ink(gray.astype(np.float32) / 255.0)

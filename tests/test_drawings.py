@@ -116,6 +116,23 @@ def test_thin_pen_drawings_keep_their_long_strokes(registry, name, size, pen):
     assert answers(registry, digit) == {"dense": label, "cnn": label}
 
 
+@pytest.mark.parametrize("name", ["2 with a long base", "5 with a long top bar", "7"])
+@pytest.mark.parametrize("size", [(1600, 1200), (3000, 2000)])
+def test_a_stray_pixel_far_from_a_drawn_digit_changes_nothing(registry, name, size):
+    """A paint program's big picture, the digit small in its top left corner and one stray
+    pixel in the far corner: the crop reached the stray pixel, and the digit was reduced
+    with it to a few pixels tall ("2" read "8", "7" read "3"). The specks dropped, the
+    kept ink is cropped again: the digit is prepared as if the pixel were not there."""
+    label, strokes = STRAIGHT_DIGITS[name]
+    clean = Image.new("RGB", size, "white")
+    clean.paste(draw_on_canvas(strokes, fill=0.8, canvas=200, pen=4), (0, 0))
+    stray = clean.copy()
+    stray.putpixel((size[0] - 20, size[1] - 20), (0, 0, 0))
+    digit = prepare_image(stray)
+    np.testing.assert_array_equal(digit, prepare_image(clean))
+    assert answers(registry, digit) == {"dense": label, "cnn": label}
+
+
 def test_a_dithered_texture_costs_no_more_than_a_photo():
     """Every other pixel inked (226 bytes as a PNG) once made 131,000 'line' pieces: 1-5 s."""
     import time

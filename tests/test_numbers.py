@@ -204,6 +204,25 @@ def test_a_fine_pens_decimal_point_is_kept_in_a_drawing(client, pen, gap):
     assert answer["number"] == "12.50"
 
 
+@pytest.mark.parametrize("size", [(1600, 1200), (3000, 2000)])
+def test_a_stray_pixel_far_from_a_drawn_number_changes_nothing(client, size):
+    """A number drawn small in a corner of a paint program's big picture, and one stray
+    pixel in the far corner: the crop reached the pixel, the number was reduced with it
+    to a few pixels tall, and "4567" read "6", "2026" read "2". The specks dropped,
+    the kept ink is cropped again."""
+    digits = [ONE, STRAIGHT_DIGITS["2 with a long base"][1], POINT, STRAIGHT_DIGITS["5 with a long top bar"][1],
+              arc(0.6, 0, 360)]
+    number = strokes_image(digits, height=120, pen=6, gap=40)
+    clean = Image.new("RGB", size, "white")
+    clean.paste(number, (0, 0))
+    stray = clean.copy()
+    stray.putpixel((size[0] - 20, size[1] - 20), (0, 0, 0))
+    for found, without in zip(prepare_digits(stray), prepare_digits(clean), strict=True):
+        np.testing.assert_array_equal(found.pixels, without.pixels)
+        assert found.box == without.box
+    assert post_file(client, "/api/predict/number", encode(stray)).json["number"] == "12.50"
+
+
 SLANTED_ONE = STRAIGHT_DIGITS["slanted 1"][1]
 
 
