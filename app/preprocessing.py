@@ -198,8 +198,7 @@ def drawing_ink(gray, paper, region=(0, 0, None, None)):
     crop = gray[top : region_top + rows[-1] + 2, left : region_left + cols[-1] + 2]
     # A number drawn across a wide canvas is reduced by its height, not its width: each
     # of its digits keeps the pixels a single digit gets (single digits are never wider).
-    height, width = crop.shape
-    factor = -(-max(height, min(width, round(NUMBER_ASPECT * height))) // CLEAN_SIZE)
+    factor = clean_factor(*crop.shape)
     if factor > 1:
         crop = np.asarray(Image.fromarray(crop).reduce(factor))
     crop = crop.astype(np.float32)
@@ -208,6 +207,11 @@ def drawing_ink(gray, paper, region=(0, 0, None, None)):
     if peak < MIN_CONTRAST * 255:
         raise NoDigitFound("no digit found: the image looks blank")
     return ink / peak, (top, left), factor
+
+
+def clean_factor(height, width):
+    """The factor a drawing's ink, cropped to `height` x `width` pixels, is reduced by."""
+    return -(-max(height, min(width, round(NUMBER_ASPECT * height))) // CLEAN_SIZE)
 
 
 def median(values):
@@ -613,6 +617,8 @@ def kept_ink(gray):
             # stretched the crop, and the digits were reduced with it until they were a few
             # pixels tall: "2026" read "2". The ink kept, specks dropped, is cropped again.
             height, width = ink.shape
+            if clean_factor(height * factor, width * factor) >= factor:
+                break  # nothing far away: as reduced as before (every canvas drawing)
             region = (top + kept_top * factor, left + kept_left * factor,
                       top + (kept_top + height) * factor, left + (kept_left + width) * factor)
             finer = drawing_ink(gray, paper, region)
@@ -716,6 +722,7 @@ CUT_INK = 2.0  # a cut crosses at most this many stroke widths of ink (a join, n
 # digit on 1,600 number photos, bridged); more is a page of writing, a pattern or a texture.
 MAX_PIECES = 100
 # Marks between digits (a decimal point or comma, a dash), by their size and place in the row:
+FAR_FROM_ROW = 0.25  # ink wholly this share of the row's height above or below its digits is off the row
 MARK_SMALL = 0.45  # a mark is at most this share of the row's height tall and wide (a dash: MARK_DASH wide)
 MARK_DOT = 2.0  # a dot is at most this many stroke widths across either way
 MARK_THICK = 0.7  # any mark is at least this many stroke widths across both ways (dust is finer)
@@ -803,19 +810,20 @@ def digit_masks(ink, broken_strokes=True):
     # A lone line (a 7's bar, before its stem is drawn) would make the row as tall as a
     # stroke is thick, and be cut into dozens of slivers: no digit is that short.
     row_height = max(row_height_of(pieces), STROKES_TALL * stroke)
+    band = row_band(pieces, row_height)
     # A drawing's marks are found before the bridging: a point written close to a digit
     # (at the gaps people leave on the canvas) was joined to it, "17.4" read "174". Its
     # pieces are those its ink leaves apart, down to faint ink (LINE_SEEN): a thin pen's line,
     # reduced, breaks into dashes of core (a 1's tip, 2 pixels of a 1-pixel pen, was a point).
     loose_labels, loose = (None, []) if broken_strokes else labelled_pieces(ink > LINE_SEEN, core)
     if broken_strokes or len(loose) > MAX_PIECES:
-        marks = marks_among(pieces, row_height, stroke)
+        marks = marks_among(on_row(pieces, band), row_height, stroke)
     else:
-        marks = marks_among(loose, row_height, stroke)
+        marks = marks_among(on_row(loose, band), row_height, stroke)
         if marks:
             core = core & ~np.isin(loose_labels, [index for mark, _ in marks for index in mark.indices])
             labels, pieces = ink_pieces(core, bridge)
-    pieces = [piece for piece in pieces if all(piece is not mark for mark, _ in marks)]
+    pieces = [piece for piece in on_row(pieces, band) if all(piece is not mark for mark, _ in marks)]
     groups = sorted(grouped(pieces, row_height), key=lambda group: group.left)
     # Touching digits make a group much wider than the row's other digits (1s aside),
     # or than digits usually are for their height.
@@ -931,6 +939,21 @@ def tall_pieces(pieces):
     specks aside."""
     tallest = max(piece.height for piece in pieces)
     return [piece for piece in pieces if piece.height >= tallest / 2]
+
+
+def row_band(pieces, row_height):
+    """(top, bottom): the rows the number's ink may reach, from its tall pieces' tops to
+    their bottoms, FAR_FROM_ROW of the row's height beyond each."""
+    tall, reach = tall_pieces(pieces), FAR_FROM_ROW * row_height
+    return min(piece.top for piece in tall) - reach, max(piece.bottom for piece in tall) + reach
+
+
+def on_row(pieces, band):
+    """The pieces reaching into the row's band: a dot or a speck wholly above or below the
+    digits is no part of the number (a dot well under the row was a decimal point, "123"
+    read "1.23"; a larger one was grouped with the digits beside it)."""
+    top, bottom = band
+    return [piece for piece in pieces if piece.bottom > top and piece.top < bottom]
 
 
 def row_height_of(pieces):

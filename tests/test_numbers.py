@@ -223,6 +223,22 @@ def test_a_stray_pixel_far_from_a_drawn_number_changes_nothing(client, size):
     assert post_file(client, "/api/predict/number", encode(stray)).json["number"] == "12.50"
 
 
+
+@pytest.mark.parametrize("pen", [5, 14])
+@pytest.mark.parametrize("depth", [1.6, 2.2])
+def test_a_dot_well_below_the_row_is_no_part_of_the_number(client, pen, depth):
+    """A dot under the gap between two digits, half a digit's height or more below their
+    baseline, was a decimal point ("172" read "17.2"), or, from a thick pen, was grouped
+    with the digits beside it. Ink wholly off the row is no part of the number; a point
+    just under the baseline still is."""
+    dot = [[(0.0, depth), (0.0, depth)]]
+    two = STRAIGHT_DIGITS["2 with a long base"][1]
+    image = strokes_image([ONE, SEVEN, dot, two], height=100, pen=pen, gap=30, margin=140)
+    assert post_file(client, "/api/predict/number", encode(image)).json["number"] == "172"
+    just_under = strokes_image([ONE, SEVEN, [[(0.0, 1.1), (0.0, 1.1)]], two], height=100, pen=pen, gap=30, margin=140)
+    assert post_file(client, "/api/predict/number", encode(just_under)).json["number"] == "17.2"
+
+
 SLANTED_ONE = STRAIGHT_DIGITS["slanted 1"][1]
 
 
