@@ -461,9 +461,11 @@ def faint_line_remnants(ink, core, faint_runs):
     return (off_line == 0)[labels] & core
 
 
-def keep_digit(ink, paper=True):
+def keep_digit(ink, paper=True, points=False):
     """Zero out specks, ruled lines and page edges, keeping the digit and its soft rim;
     cropped to the ink's neighbourhood. A clean drawing (`paper` False) has no lines.
+    `points`: keep every piece holding a pen dot's ink (a number's decimal point, in a
+    clean drawing: it has no grain).
 
     Returns (ink, (top, left) of the crop in the given ink)."""
     core = ink > INK_CORE
@@ -485,10 +487,10 @@ def keep_digit(ink, paper=True):
     areas = np.bincount(labels.ravel())
     areas[0] = 0  # the background
     least = MIN_PART * areas.max()
-    if not paper and (areas[1:] < least).any():
-        # A drawing has no grain: its specks are what the pen left on purpose. A fine
-        # pen's point (a decimal point) holds under 2% of a digit's ink, and was lost
-        # ("12.50" read "1250"); a piece holding a pen dot's ink is kept.
+    if points and (areas[1:] < least).any():
+        # A fine pen's point (a decimal point) holds under 2% of a digit's ink, and was
+        # lost ("12.50" read "1250"). Only a number has points: beside a lone digit, a
+        # stray tap of the pen widened its box (a 1 read "8", 99% sure).
         least = min(least, PEN_DOT * stroke_width(ink) ** 2)
     kept = areas >= least
     kept[0] = False
@@ -603,15 +605,15 @@ def side_by_side_pieces(kept):
     return pieces
 
 
-def kept_ink(gray):
+def kept_ink(gray, points=False):
     """The ink of the picture's digit or digits, specks and ruled lines gone, cropped:
     (ink, (top, left) of the crop in `gray`, pixels of `gray` per ink pixel, whether it
     is a clean drawing). Raises NoDigitFound when nothing in a photo stands out from the paper, or when the
-    ink is only a dot or a dash."""
+    ink is only a dot or a dash. `points`: keep a drawing's pen dots (keep_digit), for a number."""
     paper = drawing_paper(gray)
     if paper is not None:
         ink, (top, left), factor = drawing_ink(gray, paper)
-        ink, (kept_top, kept_left) = keep_digit(ink, paper=False)
+        ink, (kept_top, kept_left) = keep_digit(ink, paper=False, points=points)
         while factor > 1:
             # A speck far from the digits (a stray pixel in a corner of a big picture)
             # stretched the crop, and the digits were reduced with it until they were a few
@@ -625,7 +627,7 @@ def kept_ink(gray):
             if finer[2] >= factor:
                 break
             ink, (top, left), factor = finer
-            ink, (kept_top, kept_left) = keep_digit(ink, paper=False)
+            ink, (kept_top, kept_left) = keep_digit(ink, paper=False, points=points)
         refuse_dots_and_dashes(ink)
         return ink, (top + kept_top * factor, left + kept_left * factor), factor, True
     ink, noise = photo_ink(gray.astype(np.float32) / 255.0)
@@ -771,7 +773,7 @@ def digit_choices(image, size=None):
     # Worked on at prepare_image's size: measured, twice as many pixels for wide
     # pictures read no more numbers right (95.3% against 95.7%), and cost more.
     gray = grayscale(image)
-    ink, (top, left), factor, drawn = kept_ink(gray)
+    ink, (top, left), factor, drawn = kept_ink(gray, points=True)
     if size is None:
         width, height = image.size
         size = (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)

@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from app.preprocessing import prepare_image
@@ -144,3 +144,22 @@ def test_a_dithered_texture_costs_no_more_than_a_photo():
     except Exception as exc:  # a refusal is fine; slowness is not
         assert "no digit" in str(exc)
     assert time.process_time() - started < 0.5  # loosely: ~0.07 s here
+
+
+@pytest.mark.parametrize("name, pen, tap", [("1 with flag and base", 6, (360, 120)),
+                                            ("1 with flag and base", 6, (360, 360)),
+                                            ("2 with a long base", 3, (40, 40))])
+def test_a_stray_tap_of_a_fine_pen_is_no_part_of_a_drawn_digit(registry, name, pen, tap):
+    """A tap of the pen away from the digit, on a drawing app's 400-pixel canvas with a
+    fine pen, was kept as ink once a drawing kept its pen dots (for a number's decimal
+    point): the 28x28 input took it in, the digit shrank to one side, and the dense net
+    (the single-digit endpoint's default) read this 1 "8", 99% sure. A lone digit has no
+    points: specks are dropped as before."""
+    label, strokes = STRAIGHT_DIGITS[name]
+    drawing = draw_on_canvas(strokes, fill=0.6, anchor=(0.2, 0.5), canvas=400, pen=pen)
+    x, y = tap
+    ImageDraw.Draw(drawing).ellipse((x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2), fill="black")
+    digit = prepare_image(drawing)
+    _, pieces = ndimage.label(digit > 0.1, structure=np.ones((3, 3)))
+    assert pieces == 1
+    assert answers(registry, digit) == {"dense": label, "cnn": label}
