@@ -37,6 +37,9 @@ SIDE_BY_SIDE_HEIGHT = 0.6  # pieces of ink this share of the tallest's height, o
 SIDE_BY_SIDE_GAP = 0.1  # ... apart by this share of it: several digits side by side
 INK_CORE = 0.25  # part of a stroke, after the ink is scaled to 0-1
 MIN_PART = 0.02  # pieces smaller than this share of the largest are specks ...
+MAX_RECROPS = 3  # each crop is tighter than the last; the first again is enough (a bound, not a tuning)
+RECROP_MARGIN = 6  # a drawing's kept ink this many pixels smaller than its crop was cropped with a speck
+PEN_PIXELS = 3  # a number's drawing is reduced no further than leaves its pen this wide
 PEN_DOT = 0.5  # ... in a drawing, only those under this many stroke widths squared (a dot: pi / 4)
 LINE_SEEN = 0.1  # faint lines are looked for in ink down to this (INK_CORE breaks them into dashes)
 LINE_SPAN = 0.6  # a straight run across this share of a picture may be a ruled line ...
@@ -179,7 +182,7 @@ def drawing_paper(gray):
     return background, dark_ink
 
 
-def drawing_ink(gray, paper, region=(0, 0, None, None)):
+def drawing_ink(gray, paper, region=(0, 0, None, None), points=False):
     """The ink of a clean drawing on `paper` (drawing_paper), cropped to what is drawn
     within `region` of `gray` ((top, left, bottom, right); by default all of it) and
     reduced to at most CLEAN_SIZE.
@@ -188,7 +191,7 @@ def drawing_ink(gray, paper, region=(0, 0, None, None)):
     place the ink back in the picture (prepare_digits' boxes). The digit needs no more
     pixels than MNIST's processing keeps: a 280x280 canvas costs what a small image does.
     """
-    background, dark_ink = paper
+    background, _ = paper
     region_top, region_left, bottom, right = region
     drawn = gray[region_top:bottom, region_left:right] != background
     rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
@@ -199,14 +202,26 @@ def drawing_ink(gray, paper, region=(0, 0, None, None)):
     # A number drawn across a wide canvas is reduced by its height, not its width: each
     # of its digits keeps the pixels a single digit gets (single digits are never wider).
     factor = clean_factor(*crop.shape)
+    if factor > 1 and points:
+        # A number's points: reduced past its pen's width, a fine pen's point fades into
+        # a smear the size of a speck, and a speck grows to a point's. The pen keeps
+        # PEN_PIXELS pixels at least (a 3-pixel pen: no reduction at all).
+        full = ink_on(crop, paper)
+        factor = max(1, min(factor, int(stroke_width(full / max(1.0, float(full.max()))) // PEN_PIXELS)))
     if factor > 1:
         crop = np.asarray(Image.fromarray(crop).reduce(factor))
-    crop = crop.astype(np.float32)
-    ink = np.clip(background - crop if dark_ink else crop - background, 0.0, None)
+    ink = ink_on(crop, paper)
     peak = float(ink.max())
     if peak < MIN_CONTRAST * 255:
         raise NoDigitFound("no digit found: the image looks blank")
     return ink / peak, (top, left), factor
+
+
+def ink_on(crop, paper):
+    """A drawing's grey levels as ink: how far each is from the paper's, on the ink's side."""
+    background, dark_ink = paper
+    crop = crop.astype(np.float32)
+    return np.clip(background - crop if dark_ink else crop - background, 0.0, None)
 
 
 def clean_factor(height, width):
@@ -612,22 +627,19 @@ def kept_ink(gray, points=False):
     ink is only a dot or a dash. `points`: keep a drawing's pen dots (keep_digit), for a number."""
     paper = drawing_paper(gray)
     if paper is not None:
-        ink, (top, left), factor = drawing_ink(gray, paper)
-        ink, (kept_top, kept_left) = keep_digit(ink, paper=False, points=points)
-        while factor > 1:
+        ink, (top, left), factor = drawing_ink(gray, paper, points=points)
+        for _ in range(MAX_RECROPS):
+            drawn_shape = ink.shape
+            ink, (kept_top, kept_left) = keep_digit(ink, paper=False, points=points)
+            if all(drawn - kept <= RECROP_MARGIN for drawn, kept in zip(drawn_shape, ink.shape)):
+                break  # no speck far from the digits (every canvas drawing): cropped as tight as it gets
             # A speck far from the digits (a stray pixel in a corner of a big picture)
             # stretched the crop, and the digits were reduced with it until they were a few
             # pixels tall: "2026" read "2". The ink kept, specks dropped, is cropped again.
             height, width = ink.shape
-            if clean_factor(height * factor, width * factor) >= factor:
-                break  # nothing far away: as reduced as before (every canvas drawing)
             region = (top + kept_top * factor, left + kept_left * factor,
                       top + (kept_top + height) * factor, left + (kept_left + width) * factor)
-            finer = drawing_ink(gray, paper, region)
-            if finer[2] >= factor:
-                break
-            ink, (top, left), factor = finer
-            ink, (kept_top, kept_left) = keep_digit(ink, paper=False, points=points)
+            ink, (top, left), factor = drawing_ink(gray, paper, region, points)
         refuse_dots_and_dashes(ink)
         return ink, (top + kept_top * factor, left + kept_left * factor), factor, True
     ink, noise = photo_ink(gray.astype(np.float32) / 255.0)

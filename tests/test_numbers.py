@@ -239,16 +239,15 @@ def test_a_dot_well_below_the_row_is_no_part_of_the_number(client, pen, depth):
     assert post_file(client, "/api/predict/number", encode(just_under)).json["number"] == "17.2"
 
 
-@pytest.mark.xfail(strict=True, reason="open (attack review 18): keep_digit measures a pen dot's ink on the "
-                   "drawing as reduced to CLEAN_SIZE, where a speck spreads over more pixels than it holds")
 @pytest.mark.parametrize("gap", [24, 30, 36])
 def test_a_speck_under_half_a_pen_dot_is_no_decimal_point(client, gap):
     """A speck of 3x2 pixels (6 pixels of ink) at the baseline between two digits drawn with
     a 4-pixel pen: under the PEN_DOT rule's half a stroke width squared (8 pixels), and under
     half the ink of the pen's own dot (12.6 pixels), so no point. The row, reduced by 2 for
-    its width, spreads it over 4 core pixels against a threshold of about 3.4 there: "2514"
-    read "25.14". Before pen dots were kept, 7 of 631 such specks (0.3-0.5 pen widths, 2-8
-    px pens) read "."; since, 21."""
+    its width, spread it over 4 core pixels against a threshold of about 3.4 there: "2514"
+    read "25.14" (found by the attack review). A number's drawing is now reduced no further
+    than leaves the pen 3 pixels wide (PEN_PIXELS): a speck keeps its size, and so does a
+    fine pen's point."""
     digits = [STRAIGHT_DIGITS["2 with a long base"][1], STRAIGHT_DIGITS["5 with a long top bar"][1], ONE,
               STRAIGHT_DIGITS["open 4"][1]]
     image = strokes_image(digits, height=80, pen=4, gap=gap)
