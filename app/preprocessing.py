@@ -39,7 +39,8 @@ INK_CORE = 0.25  # part of a stroke, after the ink is scaled to 0-1
 MIN_PART = 0.02  # pieces smaller than this share of the largest are specks ...
 MAX_RECROPS = 3  # each crop is tighter than the last; the first again is enough (a bound, not a tuning)
 RECROP_MARGIN = 6  # a drawing's kept ink this many pixels smaller than its crop was cropped with a speck
-PEN_PIXELS = 3  # a number's drawing is reduced no further than leaves its pen this wide
+PEN_PIXELS = 3  # a drawing is reduced no further than leaves its pen this wide ...
+PEN_SMEAR = 2  # ... which, reduced, looks at most this much wider (pixels): a thicker one is left alone
 PEN_DOT = 0.5  # ... in a drawing, only those under this many stroke widths squared (a dot: pi / 4)
 LINE_SEEN = 0.1  # faint lines are looked for in ink down to this (INK_CORE breaks them into dashes)
 LINE_SPAN = 0.6  # a straight run across this share of a picture may be a ruled line ...
@@ -182,7 +183,7 @@ def drawing_paper(gray):
     return background, dark_ink
 
 
-def drawing_ink(gray, paper, region=(0, 0, None, None), points=False):
+def drawing_ink(gray, paper, region=(0, 0, None, None)):
     """The ink of a clean drawing on `paper` (drawing_paper), cropped to what is drawn
     within `region` of `gray` ((top, left, bottom, right); by default all of it) and
     reduced to at most CLEAN_SIZE.
@@ -202,25 +203,27 @@ def drawing_ink(gray, paper, region=(0, 0, None, None), points=False):
     # A number drawn across a wide canvas is reduced by its height, not its width: each
     # of its digits keeps the pixels a single digit gets (single digits are never wider).
     factor = clean_factor(*crop.shape)
-    if factor > 1 and points:
-        # A number's points: reduced past its pen's width, a fine pen's point fades into
-        # a smear the size of a speck, and a speck grows to a point's. The pen keeps
-        # PEN_PIXELS pixels at least (a 3-pixel pen: no reduction at all).
+    ink = ink_on(crop, paper, factor)
+    if factor > 1 and stroke_width(ink / max(1.0, float(ink.max()))) < PEN_PIXELS + PEN_SMEAR:
+        # A fine pen: reduced past its width, a stroke fades, a number's point fades into a
+        # smear the size of a speck, and a speck grows to a point's ("2514" read "25.14").
+        # The pen keeps PEN_PIXELS pixels at least (a 3-pixel pen: no reduction at all).
         full = ink_on(crop, paper)
-        factor = max(1, min(factor, int(stroke_width(full / max(1.0, float(full.max()))) // PEN_PIXELS)))
-    if factor > 1:
-        crop = np.asarray(Image.fromarray(crop).reduce(factor))
-    ink = ink_on(crop, paper)
+        finest = max(1, int(stroke_width(full / max(1.0, float(full.max()))) // PEN_PIXELS))
+        if finest < factor:
+            factor = finest
+            ink = ink_on(crop, paper, factor)
     peak = float(ink.max())
     if peak < MIN_CONTRAST * 255:
         raise NoDigitFound("no digit found: the image looks blank")
     return ink / peak, (top, left), factor
 
 
-def ink_on(crop, paper):
-    """A drawing's grey levels as ink: how far each is from the paper's, on the ink's side."""
+def ink_on(crop, paper, factor=1):
+    """A drawing's grey levels as ink (how far each is from the paper's, on the ink's side),
+    reduced by `factor` (a box filter)."""
     background, dark_ink = paper
-    crop = crop.astype(np.float32)
+    crop = (np.asarray(Image.fromarray(crop).reduce(factor)) if factor > 1 else crop).astype(np.float32)
     return np.clip(background - crop if dark_ink else crop - background, 0.0, None)
 
 
@@ -627,7 +630,7 @@ def kept_ink(gray, points=False):
     ink is only a dot or a dash. `points`: keep a drawing's pen dots (keep_digit), for a number."""
     paper = drawing_paper(gray)
     if paper is not None:
-        ink, (top, left), factor = drawing_ink(gray, paper, points=points)
+        ink, (top, left), factor = drawing_ink(gray, paper)
         for _ in range(MAX_RECROPS):
             drawn_shape = ink.shape
             ink, (kept_top, kept_left) = keep_digit(ink, paper=False, points=points)
@@ -639,7 +642,7 @@ def kept_ink(gray, points=False):
             height, width = ink.shape
             region = (top + kept_top * factor, left + kept_left * factor,
                       top + (kept_top + height) * factor, left + (kept_left + width) * factor)
-            ink, (top, left), factor = drawing_ink(gray, paper, region, points)
+            ink, (top, left), factor = drawing_ink(gray, paper, region)
         refuse_dots_and_dashes(ink)
         return ink, (top + kept_top * factor, left + kept_left * factor), factor, True
     ink, noise = photo_ink(gray.astype(np.float32) / 255.0)

@@ -341,6 +341,17 @@ def test_one_drawn_digit_is_one_digit_equal_to_prepare_image(name, fill):
     np.testing.assert_array_equal(found[0].pixels, prepare_image(image))
 
 
+@pytest.mark.parametrize("name", ["vertical 1", "open 4", "7 with a crossbar", "2 with a long base"])
+@pytest.mark.parametrize("canvas, pen", [(400, 3), (600, 4)])
+def test_a_fine_pens_digit_is_one_digit_equal_to_prepare_image(name, canvas, pen):
+    """A paint program's fine pen: both paths reduce the drawing no further than leaves the
+    pen PEN_PIXELS wide, so a number of one digit is that digit, as prepare_image sees it."""
+    image = draw_on_canvas(STRAIGHT_DIGITS[name][1], fill=0.8, canvas=canvas, pen=pen)
+    found = prepare_digits(image)
+    assert len(found) == 1
+    np.testing.assert_array_equal(found[0].pixels, prepare_image(image))
+
+
 @pytest.mark.parametrize("photo", sorted(p.name for p in (FIXTURES / "photos").glob("*.jpg")))
 def test_one_photographed_digit_is_one_digit_equal_to_prepare_image(photo):
     image = Image.open(FIXTURES / "photos" / photo)
