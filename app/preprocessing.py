@@ -739,7 +739,7 @@ CUT_INK = 2.0  # a cut crosses at most this many stroke widths of ink (a join, n
 # digit on 1,600 number photos, bridged); more is a page of writing, a pattern or a texture.
 MAX_PIECES = 100
 # Marks between digits (a decimal point or comma, a dash), by their size and place in the row:
-FAR_FROM_ROW = 0.25  # ink wholly this share of the row's height above or below its digits is off the row
+FAR_FROM_ROW = 0.25  # a dot wholly this share of the row's height above or below its digits is off the row
 MARK_SMALL = 0.45  # a mark is at most this share of the row's height tall and wide (a dash: MARK_DASH wide)
 MARK_DOT = 2.0  # a dot is at most this many stroke widths across either way
 MARK_THICK = 0.7  # any mark is at least this many stroke widths across both ways (dust is finer)
@@ -834,13 +834,13 @@ def digit_masks(ink, broken_strokes=True):
     # reduced, breaks into dashes of core (a 1's tip, 2 pixels of a 1-pixel pen, was a point).
     loose_labels, loose = (None, []) if broken_strokes else labelled_pieces(ink > LINE_SEEN, core)
     if broken_strokes or len(loose) > MAX_PIECES:
-        marks = marks_among(on_row(pieces, band), row_height, stroke)
+        marks = marks_among(on_row(pieces, band, stroke), row_height, stroke)
     else:
-        marks = marks_among(on_row(loose, band), row_height, stroke)
+        marks = marks_among(on_row(loose, band, stroke), row_height, stroke)
         if marks:
             core = core & ~np.isin(loose_labels, [index for mark, _ in marks for index in mark.indices])
             labels, pieces = ink_pieces(core, bridge)
-    pieces = [piece for piece in on_row(pieces, band) if all(piece is not mark for mark, _ in marks)]
+    pieces = [piece for piece in on_row(pieces, band, stroke) if all(piece is not mark for mark, _ in marks)]
     groups = sorted(grouped(pieces, row_height), key=lambda group: group.left)
     # Touching digits make a group much wider than the row's other digits (1s aside),
     # or than digits usually are for their height.
@@ -965,12 +965,14 @@ def row_band(pieces, row_height):
     return min(piece.top for piece in tall) - reach, max(piece.bottom for piece in tall) + reach
 
 
-def on_row(pieces, band):
-    """The pieces reaching into the row's band: a dot or a speck wholly above or below the
-    digits is no part of the number (a dot well under the row was a decimal point, "123"
-    read "1.23"; a larger one was grouped with the digits beside it)."""
+def on_row(pieces, band, stroke):
+    """The pieces but the dots wholly above or below the row's band: such a dot is no part
+    of the number (a dot well under the row was a decimal point, "172" read "17.2", or,
+    from a thick pen, was grouped with the digits beside it). Anything larger stays: a
+    small raised digit (an exponent) is still a digit."""
     top, bottom = band
-    return [piece for piece in pieces if piece.bottom > top and piece.top < bottom]
+    return [piece for piece in pieces if (piece.bottom > top and piece.top < bottom)
+            or max(piece.width, piece.height) > MARK_DOT * stroke]
 
 
 def row_height_of(pieces):

@@ -239,6 +239,20 @@ def test_a_dot_well_below_the_row_is_no_part_of_the_number(client, pen, depth):
     assert post_file(client, "/api/predict/number", encode(just_under)).json["number"] == "17.2"
 
 
+
+@pytest.mark.parametrize("pen", [3, 8])
+def test_a_small_raised_digit_is_still_a_digit(pen):
+    """An exponent: a 7 half the digits' height, its bottom half a row above their tops.
+    Only dots off the row are dropped (the attack review found the first version dropped
+    any ink off the row: "25" and a raised 7 gave two digits)."""
+    image = Image.new("L", (500, 400), 255)
+    draw = ImageDraw.Draw(image)
+    for strokes, x, y, height in [(STRAIGHT_DIGITS["2 with a long base"][1], 50, 200, 120),
+                                  (STRAIGHT_DIGITS["5 with a long top bar"][1], 150, 200, 120), (SEVEN, 260, 90, 50)]:
+        for stroke in strokes:
+            draw.line([(x + px * height, y + py * height) for px, py in stroke], fill=0, width=pen)
+    assert len(prepare_digits(image)) == 3
+
 @pytest.mark.parametrize("gap", [24, 30, 36])
 def test_a_speck_under_half_a_pen_dot_is_no_decimal_point(client, gap):
     """A speck of 3x2 pixels (6 pixels of ink) at the baseline between two digits drawn with
