@@ -41,6 +41,8 @@ MAX_RECROPS = 3  # each crop is tighter than the last; the first again is enough
 RECROP_MARGIN = 6  # a drawing's kept ink this many pixels smaller than its crop was cropped with a speck
 PEN_PIXELS = 3  # a drawing is reduced no further than leaves its pen this wide ...
 PEN_SMEAR = 2  # ... which, reduced, looks at most this much wider (pixels): a thicker one is left alone
+MIN_STROKE_PIXELS = 8  # a drawing's largest piece of ink holds at least this many pixels, or reaches ...
+DUST = 3  # ... further than this many pixels across (dust does neither; a tiny picture's 1 may be 6x1)
 PEN_DOT = 0.5  # ... in a drawing, only those under this many stroke widths squared (a dot: pi / 4)
 LINE_SEEN = 0.1  # faint lines are looked for in ink down to this (INK_CORE breaks them into dashes)
 LINE_SPAN = 0.6  # a straight run across this share of a picture may be a ruled line ...
@@ -504,6 +506,12 @@ def keep_digit(ink, paper=True, points=False):
     labels, count = ndimage.label(core, structure=np.ones((3, 3)))
     areas = np.bincount(labels.ravel())
     areas[0] = 0  # the background
+    if not paper and areas.max() < MIN_STROKE_PIXELS and max(
+            max(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in ndimage.find_objects(labels)) <= DUST:
+        # A drawing of scattered single pixels: every speck as large as the largest, none
+        # kept as a speck, and read as a digit (5 stray pixels on a white 512x512 picture
+        # were "a digit", 20 were "2 digits" in a number).
+        raise NoDigitFound("no digit found: only scattered specks, none of them as large as a stroke of a pen")
     least = MIN_PART * areas.max()
     if points and (areas[1:] < least).any():
         # A fine pen's point (a decimal point) holds under 2% of a digit's ink, and was

@@ -132,3 +132,27 @@ def test_a_leaning_1_is_not_taken_for_a_dash(client, end):
 def test_a_small_1_is_still_a_digit(client):
     response = post_file(client, "/api/predict/mnist?model=cnn", encode(pen_marks(((140, 120), (140, 160)))))
     assert response.status_code == 200 and response.json["prediction"] == 1
+
+
+@pytest.mark.parametrize("path", ["/api/predict/mnist", "/api/predict/number"])
+@pytest.mark.parametrize("specks", [5, 20, 60])
+def test_scattered_single_pixels_are_no_digit(client, path, specks):
+    """Dust on a white picture: every speck as large as the largest, so none was dropped as
+    a speck, and the pixels were read as a digit (5 of them), or as a number of 2-12 digits
+    (20-60). Found by the attack review."""
+    import numpy as np
+
+    rng = np.random.default_rng(specks)
+    pixels = np.full((512, 512), 255, np.uint8)
+    pixels[rng.integers(0, 512, specks), rng.integers(0, 512, specks)] = 0
+    response = post_file(client, path, encode(Image.fromarray(pixels)))
+    assert response.status_code == 400
+    assert "only scattered specks" in response.json["error"]
+
+
+@pytest.mark.parametrize("size", [8, 10])
+def test_a_tiny_pictures_one_pixel_stroke_is_still_a_digit(client, size):
+    """The smallest picture taken (8x8) holds a 1 of a single line: no dust."""
+    pixels = Image.new("L", (size, size), 255)
+    ImageDraw.Draw(pixels).line(((size // 2, 1), (size // 2, size - 2)), fill=0)
+    assert post_file(client, "/api/predict/mnist?model=cnn", encode(pixels)).status_code == 200
