@@ -42,6 +42,18 @@ def test_a_digit_drawn_with_the_mouse_is_recognised(page, strokes, digit):
     expect(page.get_by_alt_text("The 28 by 28 digit the models saw")).to_be_visible()
 
 
+
+@pytest.mark.parametrize("tap", [(0.9, 0.1), (0.1, 0.9), (0.9, 0.5)], ids=["top-right", "bottom-left", "right"])
+def test_a_stray_tap_beside_a_drawn_digit_changes_nothing(page, tap):
+    """A touch screen's stray touch: one tap of the pen away from a small 1 was kept as ink,
+    the dense net read 6, 9 or 5, and the page said "Not sure: 1 or 6?"."""
+    page.goto("/")
+    short_one = [[(0.3, 0.35), (0.3, 0.65)]]
+    draw_with_mouse(page, page.get_by_test_id("draw-canvas"), short_one + [[tap, tap]])
+    page.get_by_test_id("draw-submit").click()
+
+    expect(page.get_by_test_id("headline")).to_have_text("It looks like a 1")
+
 def test_predicting_a_cleared_canvas_asks_for_a_drawing_and_stays_on_the_page(page, base_url):
     page.goto("/")
     canvas = page.get_by_test_id("draw-canvas")
