@@ -43,7 +43,7 @@ PEN_PIXELS = 3  # a drawing is reduced no further than leaves its pen this wide 
 PEN_SMEAR = 2  # ... which, reduced, looks at most this much wider (pixels): a thicker one is left alone
 MIN_STROKE_PIXELS = 8  # a drawing's largest piece of ink holds at least this many pixels, or reaches ...
 DUST = 3  # ... further than this many pixels across (dust does neither; a tiny picture's 1 may be 6x1)
-FAR_DOT = 1.0  # a lone digit's dot of the pen this many stroke widths from its other ink is a stray tap
+FAR_DOT = 2.0  # a lone digit's dot of the pen this many stroke widths from any other ink is a stray tap
 PEN_DOT = 0.5  # ... in a drawing, only those under this many stroke widths squared (a dot: pi / 4)
 LINE_SEEN = 0.1  # faint lines are looked for in ink down to this (INK_CORE breaks them into dashes)
 LINE_SPAN = 0.6  # a straight run across this share of a picture may be a ruled line ...
@@ -535,7 +535,7 @@ def keep_digit(ink, paper=True, points=False):
 
 def far_dots(labels, ink):
     """Which labels (a mask by label) are dots of the pen, each more than FAR_DOT stroke
-    widths from any larger piece: a stray tap beside a drawn digit. Kept, it widened the
+    widths from any other ink: a stray tap beside a drawn digit. Kept, it widened the
     digit's box, and one tap of the page's pen anywhere beside a digit changed the dense
     net's answer on 77 of 400 drawings (the CNN's on 24), every time to a wrong one."""
     stroke = stroke_width(ink)
@@ -545,10 +545,17 @@ def far_dots(labels, ink):
     far = np.zeros(len(boxes) + 1, dtype=bool)
     if dots.all() or not dots.any():
         return far  # a digit drawn in dots, or no dot at all
-    # The gap between each dot's box and each larger piece's, across or down (0 if they overlap).
-    gap_across = np.maximum.outer(left[dots], left[~dots]) - np.minimum.outer(right[dots], right[~dots])
-    gap_down = np.maximum.outer(top[dots], top[~dots]) - np.minimum.outer(bottom[dots], bottom[~dots])
-    far[1:][dots] = np.maximum(gap_across, gap_down).min(axis=1) > FAR_DOT * stroke
+    # The gap between each dot's box and each other piece's, across or down (0 if they
+    # overlap). Other dots count: a digit drawn as a dotted line is a chain of them.
+    gap_across = np.maximum.outer(left[dots], left) - np.minimum.outer(right[dots], right)
+    gap_down = np.maximum.outer(top[dots], top) - np.minimum.outer(bottom[dots], bottom)
+    gaps = np.maximum(gap_across, gap_down).astype(float)
+    gaps[np.arange(dots.sum()), np.flatnonzero(dots)] = np.inf  # not itself
+    far[1:][dots] = gaps.min(axis=1) > FAR_DOT * stroke
+    if far.sum() > (~dots).sum():
+        # More such dots than larger pieces: a digit drawn in dots and dashes, not taps
+        # beside one (found by the attack review: a dotted 4 was refused, or read 5).
+        far[:] = False
     return far
 
 
