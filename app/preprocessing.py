@@ -207,12 +207,12 @@ def drawing_ink(gray, paper, region=(0, 0, None, None)):
     # of its digits keeps the pixels a single digit gets (single digits are never wider).
     factor = clean_factor(*crop.shape)
     ink = ink_on(crop, paper, factor)
-    if factor > 1 and stroke_width(ink / max(1.0, float(ink.max()))) < PEN_PIXELS + PEN_SMEAR:
+    if factor > 1 and stroke_width(np.pad(ink, 1) / max(1.0, float(ink.max()))) < PEN_PIXELS + PEN_SMEAR:
         # A fine pen: reduced past its width, a stroke fades, a number's point fades into a
         # smear the size of a speck, and a speck grows to a point's ("2514" read "25.14").
         # The pen keeps PEN_PIXELS pixels at least (a 3-pixel pen: no reduction at all).
         full = ink_on(crop, paper)
-        finest = max(1, int(stroke_width(full / max(1.0, float(full.max()))) // PEN_PIXELS))
+        finest = max(1, int(stroke_width(np.pad(full, 1) / max(1.0, float(full.max()))) // PEN_PIXELS))
         if finest < factor:
             factor = finest
             ink = ink_on(crop, paper, factor)
@@ -518,7 +518,7 @@ def keep_digit(ink, paper=True, points=False):
         # A fine pen's point (a decimal point) holds under 2% of a digit's ink, and was
         # lost ("12.50" read "1250"). Only a number has points: beside a lone digit, a
         # stray tap of the pen widened its box (a 1 read "8", 99% sure).
-        least = min(least, PEN_DOT * stroke_width(ink) ** 2)
+        least = min(least, PEN_DOT * stroke_width(np.pad(ink, 1)) ** 2)
     kept = areas >= least
     kept[0] = False
     if not paper and not points and count > 1:
@@ -538,7 +538,7 @@ def far_dots(labels, ink):
     widths from any other ink: a stray tap beside a drawn digit. Kept, it widened the
     digit's box, and one tap of the page's pen anywhere beside a digit changed the dense
     net's answer on 77 of 400 drawings (the CNN's on 24), every time to a wrong one."""
-    stroke = stroke_width(ink)
+    stroke = stroke_width(np.pad(ink, 1))  # padded: ink at the crop's edge has outline there too
     boxes = np.array([(rows.start, rows.stop, cols.start, cols.stop) for rows, cols in ndimage.find_objects(labels)])
     top, bottom, left, right = boxes.T
     dots = np.maximum(bottom - top, right - left) <= MARK_DOT * stroke
