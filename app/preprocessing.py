@@ -207,12 +207,11 @@ def drawing_ink(gray, paper, region=(0, 0, None, None)):
     # of its digits keeps the pixels a single digit gets (single digits are never wider).
     factor = clean_factor(*crop.shape)
     ink = ink_on(crop, paper, factor)
-    if factor > 1 and stroke_width(np.pad(ink, 1) / max(1.0, float(ink.max()))) < PEN_PIXELS + PEN_SMEAR:
+    if factor > 1 and pen_width(ink) < PEN_PIXELS + PEN_SMEAR:
         # A fine pen: reduced past its width, a stroke fades, a number's point fades into a
         # smear the size of a speck, and a speck grows to a point's ("2514" read "25.14").
         # The pen keeps PEN_PIXELS pixels at least (a 3-pixel pen: no reduction at all).
-        full = ink_on(crop, paper)
-        finest = max(1, int(stroke_width(np.pad(full, 1) / max(1.0, float(full.max()))) // PEN_PIXELS))
+        finest = max(1, int(pen_width(ink_on(crop, paper)) // PEN_PIXELS))
         if finest < factor:
             factor = finest
             ink = ink_on(crop, paper, factor)
@@ -228,6 +227,12 @@ def ink_on(crop, paper, factor=1):
     background, dark_ink = paper
     crop = (np.asarray(Image.fromarray(crop).reduce(factor)) if factor > 1 else crop).astype(np.float32)
     return np.clip(background - crop if dark_ink else crop - background, 0.0, None)
+
+
+def pen_width(ink):
+    """The stroke width of a drawing's ink as ink_on gives it (any scale), a crop's edge
+    counted as a stroke's edge."""
+    return stroke_width(np.pad(ink, 1) / max(1.0, float(ink.max())))
 
 
 def clean_factor(height, width):
