@@ -159,8 +159,14 @@ def context_options():
 @pytest.fixture
 def page(request, browser, base_url, problems, context_options):
     """A fresh page in a fresh context; saved to artifacts/ if the test fails."""
+    from playwright.sync_api import expect
+
     context = browser.new_context(base_url=base_url, **context_options)
     context.set_default_timeout(15_000)  # a prediction takes well under a second
+    # expect() has its own default, 5 s: too short for a result page while the 2-core CI
+    # machine also runs pytest and Chromium (a drawing's result page took over 5 s once
+    # there, 2026-11-27). Every assertion waits as long as every action.
+    expect.set_options(timeout=15_000)
     page = context.new_page()
     problems.watch(page)
     yield page
