@@ -564,24 +564,24 @@ def far_dots(labels, ink):
     return far
 
 
-def stroke_width(ink):
-    """Mean stroke width in pixels: twice the area over the outline length."""
+def stroke_width(ink, edges_are_outline=False):
+    """Mean stroke width in pixels: twice the area over the outline length.
+
+    `edges_are_outline`: the array's edge counts as a stroke's edge, as if the ink were
+    padded with a ring of paper, without the copy: ink cropped to its box has outline
+    there too (a short 1 and a tap at a crop's edges measured 13.7 px for a 9 px pen)."""
     core = ink > INK_CORE
-    outline = core & grow(~core)
+    outline = grow(~core)
+    if edges_are_outline:
+        outline[[0, -1], :] = True
+        outline[:, [0, -1]] = True
+    outline &= core
     return 2.0 * core.sum() / max(1, outline.sum())
 
 
 def edge_stroke_width(ink):
-    """stroke_width, with the array's edge counted as a stroke's edge: ink cropped to its
-    box has outline there too (a short 1 and a tap at a crop's edges measured 13.7 px for
-    a 9 px pen). The same as padding the ink with a ring of paper, without the copy: this
-    runs several times on every drawing."""
-    core = ink > INK_CORE
-    outline = grow(~core)
-    outline[[0, -1], :] = True
-    outline[:, [0, -1]] = True
-    outline &= core
-    return 2.0 * core.sum() / max(1, outline.sum())
+    """stroke_width with a crop's edge counted as a stroke's edge."""
+    return stroke_width(ink, edges_are_outline=True)
 
 
 def thicken_thin_strokes(crop):

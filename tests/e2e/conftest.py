@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
+ACTION_TIMEOUT_MS = 15_000  # a prediction takes well under a second
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
 from benchmarks.live_server import live_server  # noqa: E402
@@ -89,8 +90,12 @@ def base_url(server_uploads):
 
 @pytest.fixture(scope="session")
 def playwright_driver():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # expect() has its own default, 5 s: too short for a result page while the 2-core CI
+    # machine also runs pytest and Chromium (a drawing's result page took over 5 s once
+    # there, 2026-11-27). Every assertion waits as long as every action.
+    expect.set_options(timeout=ACTION_TIMEOUT_MS)
     with sync_playwright() as driver:
         yield driver
 
@@ -159,14 +164,8 @@ def context_options():
 @pytest.fixture
 def page(request, browser, base_url, problems, context_options):
     """A fresh page in a fresh context; saved to artifacts/ if the test fails."""
-    from playwright.sync_api import expect
-
     context = browser.new_context(base_url=base_url, **context_options)
-    context.set_default_timeout(15_000)  # a prediction takes well under a second
-    # expect() has its own default, 5 s: too short for a result page while the 2-core CI
-    # machine also runs pytest and Chromium (a drawing's result page took over 5 s once
-    # there, 2026-11-27). Every assertion waits as long as every action.
-    expect.set_options(timeout=15_000)
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
     page = context.new_page()
     problems.watch(page)
     yield page
